@@ -1,0 +1,66 @@
+"""``napari-sgnet`` console entry point: one subcommand per module in this package.
+
+Each subcommand module defines ``register(subparsers)`` which adds its parser and
+sets ``func`` to a callable ``(args) -> int`` returning the exit code. The CLI is
+thin: it parses, calls one core function, and shows progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+#: Subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[str, ...] = (
+    "info",
+    "synth",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="napari-sgnet",
+        description="Ultra-high-resolution slide segmentation with SGNet.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"napari_sgnet.cli.{name}_cmd")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    from napari_sgnet.io.errors import SlideError
+
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except SlideError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
