@@ -22,6 +22,7 @@ EXIT_CANCELLED = 130
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[str, ...] = (
+    "demo",
     "info",
     "synth",
 )
