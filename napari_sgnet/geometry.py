@@ -149,7 +149,7 @@ def context_box(local: Box, factor: float = 2.0, center: tuple[float, float] | N
     """
     cw, ch = round(local.w * factor), round(local.h * factor)
     cx, cy = center if center is not None else local.center
-    return Box(int(round(cx - cw / 2.0)), int(round(cy - ch / 2.0)), cw, ch)
+    return Box(round(cx - cw / 2.0), round(cy - ch / 2.0), cw, ch)
 
 
 def level_closest_to_mpp(

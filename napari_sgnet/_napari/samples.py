@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_sgnet._napari.layers import LayerData, image_layer_data, labels_layer_data, pyramid_scale
+from napari_sgnet._napari.layers import (
+    LayerData,
+    image_layer_data,
+    labels_layer_data,
+    pyramid_scale,
+)
 
 __all__ = ["SAMPLE_SVS", "cmu_sample", "sample_data_dir", "synthetic_sample"]
 

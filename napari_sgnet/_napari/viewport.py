@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from napari_sgnet.geometry import Box
 
-__all__ = ["ViewState", "visible_box", "view_downsample", "view_of_viewer"]
+__all__ = ["ViewState", "view_downsample", "view_of_viewer", "visible_box"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ def view_downsample(view: ViewState, scale: tuple[float, float] = (1.0, 1.0)) ->
 def view_of_viewer(viewer: object) -> ViewState:
     """Read a :class:`ViewState` from a napari viewer (or ``ViewerModel``)."""
     camera = viewer.camera  # type: ignore[attr-defined]
-    size = viewer.canvas.size  # type: ignore[attr-defined]  # (height, width), numpy order
+    size = viewer.canvas.size  # type: ignore[attr-defined]  # (height, width)
     center = tuple(float(v) for v in camera.center[-2:])
-    return ViewState(center=(center[0], center[1]), zoom=float(camera.zoom), canvas_size=(int(size[0]), int(size[1])))
+    return ViewState(
+        center=(center[0], center[1]),
+        zoom=float(camera.zoom),
+        canvas_size=(int(size[0]), int(size[1])),
+    )

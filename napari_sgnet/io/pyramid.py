@@ -134,7 +134,7 @@ class Pyramid:
             f"dtype {self.dtype}, {'RGB' if self.is_rgb else 'grey/multichannel'}",
             f"  µm/px: {self.mpp if self.mpp is not None else 'unknown'}",
         ]
-        for i, (arr, ds) in enumerate(zip(self.levels, self.downsamples)):
+        for i, (arr, ds) in enumerate(zip(self.levels, self.downsamples, strict=True)):
             chunks = "x".join(str(c[0]) for c in arr.chunks[:2])
             lines.append(
                 f"  level {i}: {arr.shape[1]} x {arr.shape[0]}  downsample {ds:g}  chunks {chunks}"

@@ -1,0 +1,190 @@
+"""Crash-safe review state kept inside a label store: pending edits and reviewed regions.
+
+The state lives in a small zarr subgroup ``sgnet_review`` of the store folder, so it
+travels with the store and is there again when the slide is reopened:
+
+- ``pending_a`` / ``pending_b``: two slots, each holding ``labels`` and ``original``
+  arrays of an uncommitted edit crop. An autosave writes the slot *not* in use and
+  only then points the group's attributes at it, so a crash in the middle of an
+  autosave leaves the previous autosave intact.
+- attributes: ``{"pending": {...} | None, "reviewed": [[x, y, w, h], ...]}``.
+
+Nothing here imports napari or Qt; boxes are in the store's level-0 pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from napari_sgnet.geometry import Box
+from napari_sgnet.io.errors import StoreError
+
+__all__ = ["GROUP_NAME", "PendingEdit", "ReviewRecord"]
+
+log = logging.getLogger(__name__)
+
+GROUP_NAME = "sgnet_review"
+_SLOTS = ("pending_a", "pending_b")
+_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class PendingEdit:
+    """An autosaved, uncommitted edit crop.
+
+    Parameters
+    ----------
+    box : Box
+        The crop in store level-0 pixels.
+    labels : numpy.ndarray
+        The crop as the person left it.
+    original : numpy.ndarray
+        The crop as it was loaded (to tell the person's changes from later predictions).
+    saved : str
+        ISO time of the autosave.
+    """
+
+    box: Box
+    labels: np.ndarray
+    original: np.ndarray
+    saved: str
+
+    @property
+    def changed(self) -> np.ndarray:
+        """Boolean mask of the pixels the person changed."""
+        return self.labels != self.original
+
+
+class ReviewRecord:
+    """Read and write the ``sgnet_review`` subgroup of one label store folder.
+
+    Parameters
+    ----------
+    store_path : str or Path
+        The label store folder (a zarr v3 group).
+    read_only : bool
+        Refuse every write.
+    """
+
+    def __init__(self, store_path: str | Path, *, read_only: bool = False) -> None:
+        self.store_path = Path(store_path)
+        self.read_only = read_only
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ helpers
+    def _group(self, create: bool) -> zarr.Group | None:
+        path = self.store_path / GROUP_NAME
+        try:
+            if (path / "zarr.json").exists():
+                return zarr.open_group(path, mode="r" if self.read_only else "r+")
+            if not create:
+                return None
+            self._check_writable()
+            group = zarr.open_group(path, mode="w-")
+            group.update_attributes({"pending": None, "reviewed": []})
+            return group
+        except (OSError, ValueError) as exc:
+            raise StoreError(self.store_path, f"cannot open review state: {exc}") from exc
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(self.store_path, "label store is read-only; cannot save review state")
+
+    def _attrs(self) -> dict[str, Any]:
+        group = self._group(create=False)
+        return {} if group is None else dict(group.attrs.asdict())
+
+    # ------------------------------------------------------------------ reviewed regions
+    def reviewed(self) -> list[Box]:
+        """Regions marked reviewed, oldest first."""
+        return [Box(*map(int, b)) for b in self._attrs().get("reviewed", [])]
+
+    def add_reviewed(self, box: Box) -> None:
+        """Mark one more region reviewed."""
+        with self._lock:
+            group = self._group(create=True)
+            reviewed = list(group.attrs.get("reviewed", []))
+            reviewed.append(list(box.as_tuple()))
+            group.update_attributes({"reviewed": reviewed})
+
+    def clear_reviewed(self) -> None:
+        """Forget every reviewed region."""
+        with self._lock:
+            group = self._group(create=False)
+            if group is not None:
+                group.update_attributes({"reviewed": []})
+
+    # ------------------------------------------------------------------ pending edit
+    def save_pending(self, box: Box, labels: np.ndarray, original: np.ndarray, saved: str) -> None:
+        """Autosave an uncommitted edit (crash-safe: the previous autosave stays valid).
+
+        Parameters
+        ----------
+        box : Box
+            The crop in store level-0 pixels.
+        labels, original : numpy.ndarray
+            ``(box.h, box.w)`` uint8: the edited crop and the crop as loaded.
+        saved : str
+            ISO time recorded with the autosave.
+        """
+        if labels.shape != (box.h, box.w) or original.shape != labels.shape:
+            raise ValueError(f"pending edit arrays {labels.shape} do not match {box.as_tuple()}")
+        with self._lock:
+            group = self._group(create=True)
+            current = (group.attrs.get("pending") or {}).get("slot")
+            slot = _SLOTS[1] if current == _SLOTS[0] else _SLOTS[0]
+            try:
+                sub = group.require_group(slot)
+                for name, arr in (("labels", labels), ("original", original)):
+                    chunks = (min(_CHUNK, box.h), min(_CHUNK, box.w))
+                    target = sub.create_array(
+                        name, shape=arr.shape, chunks=chunks, dtype="uint8", fill_value=0,
+                        overwrite=True,
+                    )
+                    target[...] = np.asarray(arr, dtype=np.uint8)
+                # The pointer is written last: it only ever names a complete slot.
+                group.update_attributes(
+                    {"pending": {"slot": slot, "box": list(box.as_tuple()), "saved": saved}}
+                )
+            except OSError as exc:
+                raise StoreError(self.store_path, f"cannot autosave the edit: {exc}") from exc
+
+    def load_pending(self) -> PendingEdit | None:
+        """The last autosaved edit, or ``None``."""
+        group = self._group(create=False)
+        if group is None:
+            return None
+        info = group.attrs.get("pending")
+        if not info:
+            return None
+        try:
+            box = Box(*map(int, info["box"]))
+            sub = group[info["slot"]]
+            labels = np.asarray(sub["labels"][...])
+            original = np.asarray(sub["original"][...])
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            log.warning("%s: ignoring a damaged pending edit (%s)", self.store_path, exc)
+            return None
+        if labels.shape != (box.h, box.w) or original.shape != labels.shape:
+            log.warning("%s: ignoring a pending edit whose arrays do not match", self.store_path)
+            return None
+        return PendingEdit(box, labels, original, str(info.get("saved", "")))
+
+    def clear_pending(self) -> None:
+        """Drop the autosaved edit (after a commit or an explicit discard)."""
+        with self._lock:
+            group = self._group(create=False)
+            if group is None or not group.attrs.get("pending"):
+                return
+            group.update_attributes({"pending": None})
+            for slot in _SLOTS:
+                with contextlib.suppress(KeyError, OSError):
+                    del group[slot]
