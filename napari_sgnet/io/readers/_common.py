@@ -1,0 +1,328 @@
+"""Shared reader machinery: guarded lazy level arrays, axis normalisation, µm/px units.
+
+Every reader turns its stored levels into :class:`LevelArray` objects wrapped by
+:func:`as_dask`. A ``LevelArray`` converts any exception raised while reading or
+decoding pixels into a :class:`~napari_sgnet.io.errors.CorruptSlideError` naming the
+file, so a corrupt tile deep inside a codec surfaces as a typed, readable error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from napari_sgnet.io.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+
+__all__ = [
+    "DASK_CHUNK_TARGET",
+    "DECODE_ERRORS",
+    "SUPPORTED_CHANNELS",
+    "LevelArray",
+    "as_dask",
+    "check_pixels",
+    "dask_chunks",
+    "downsample_factors",
+    "file_stamp",
+    "guard_open",
+    "length_to_um",
+    "normalise_axes",
+    "plausible_resolution_mpp",
+    "slide_name",
+    "validate_levels",
+]
+
+log = logging.getLogger(__name__)
+
+#: Channel counts a slide may have after singleton axes are dropped: grey, RGB, RGBA.
+SUPPORTED_CHANNELS = (1, 3, 4)
+
+#: Exceptions that reading or decoding stored pixels raises for damaged data: codecs
+#: (imagecodecs, numcodecs) raise RuntimeError subclasses, tifffile ValueError, files OSError.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    RuntimeError,
+    EOFError,
+    struct.error,
+    zlib.error,
+)
+
+#: Default side (pixels) that dask chunks grow towards, as a multiple of the stored tile.
+DASK_CHUNK_TARGET = 1024
+
+# Length units (as written by OME-XML, OME-NGFF, TIFF tags) -> micrometres.
+_UNIT_TO_UM: dict[str, float] = {
+    "pm": 1e-6, "picometer": 1e-6, "picometre": 1e-6,
+    "å": 1e-4, "angstrom": 1e-4, "ångström": 1e-4,
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "µm": 1.0, "μm": 1.0, "um": 1.0, "micrometer": 1.0, "micrometre": 1.0, "micron": 1.0,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
+    "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
+    "m": 1e6, "meter": 1e6, "metre": 1e6,
+    "in": 25400.0, "inch": 25400.0,
+}  # fmt: skip
+
+
+def length_to_um(value: float | str | None, unit: str | None) -> float | None:
+    """Convert a physical length to micrometres; ``None`` when unknown or not positive."""
+    if value is None or unit is None:
+        return None
+    factor = _UNIT_TO_UM.get(str(unit).strip().lower())
+    try:
+        v = float(value) * factor if factor is not None else math.nan
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def plausible_resolution_mpp(mpp: float | None) -> float | None:
+    """Keep a µm/px derived from generic resolution tags only when it looks like microscopy.
+
+    Generic writers stamp 72/96/300 dpi on everything (85-350 µm/px); such values say
+    nothing about the specimen, so anything outside ``[0.01, 50]`` µm/px is dropped.
+    """
+    if mpp is None or not math.isfinite(mpp) or not 0.01 <= mpp <= 50.0:
+        return None
+    return float(mpp)
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """``(size, mtime_ns)`` of a file or folder; identifies one version of a slide."""
+    st = path.stat()
+    return int(st.st_size), int(st.st_mtime_ns)
+
+
+def slide_name(path: Path) -> str:
+    """Display name: the file name without slide suffixes (``a.ome.tif`` -> ``a``)."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".ome.btf"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem or name
+
+
+@contextmanager
+def guard_open(path: Path, what: str) -> Iterator[None]:
+    """Turn unexpected exceptions while parsing ``what`` into a :class:`CorruptSlideError`."""
+    try:
+        yield
+    except SlideError:
+        raise
+    except MemoryError as exc:
+        raise CorruptSlideError(path, f"{what} metadata is implausibly large ({exc})") from exc
+    except PermissionError as exc:
+        raise SlideError(path, f"permission denied ({exc.strerror or exc})") from exc
+    except Exception as exc:
+        raise CorruptSlideError(path, f"not a valid {what}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _format_key(key: Any) -> str:
+    if not isinstance(key, tuple):
+        key = (key,)
+    parts = []
+    for k in key:
+        if isinstance(k, slice):
+            parts.append(f"{'' if k.start is None else k.start}:{'' if k.stop is None else k.stop}")
+        else:
+            parts.append(str(k))
+    return "[" + ", ".join(parts) + "]"
+
+
+class LevelArray:
+    """Array-like view of one stored level whose read errors become typed errors.
+
+    Parameters
+    ----------
+    array : array-like
+        The stored level (a zarr array over a TIFF or a zarr store, an OpenSlide level, ...),
+        supporting ``shape``, ``dtype`` and basic-slicing ``__getitem__``.
+    path : Path
+        The slide, named in errors.
+    what : str
+        Which level this is, named in errors (``"level 2"``).
+    opener : callable, optional
+        A picklable zero-argument callable that reopens ``array``. With it the level can be
+        pickled (for dask.distributed workers), the live handle being reopened on first use.
+    """
+
+    def __init__(
+        self, array: Any, path: Path, what: str, opener: Callable[[], Any] | None = None
+    ) -> None:
+        self._array = array
+        self._opener = opener
+        self._lock = threading.Lock()
+        self.path = Path(path)
+        self.what = what
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+
+    def _live(self) -> Any:
+        if self._array is None:
+            with self._lock:
+                if self._array is None:
+                    try:
+                        self._array = self._opener()  # type: ignore[misc]
+                    except SlideError:
+                        raise
+                    except Exception as exc:
+                        raise CorruptSlideError(
+                            self.path, f"cannot reopen {self.what}: {_describe(exc)}"
+                        ) from exc
+        return self._array
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        array = self._live()
+        try:
+            return np.asarray(array[key])
+        except DECODE_ERRORS as exc:
+            raise CorruptSlideError(
+                self.path,
+                f"cannot read {self.what} at {_format_key(key)}, the file is damaged or uses "
+                f"an undecodable encoding ({_describe(exc)})",
+            ) from exc
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._opener is None:
+            raise TypeError(f"{self.path} {self.what}: this level cannot be pickled")
+        state = dict(self.__dict__)
+        state["_array"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"LevelArray({str(self.path)!r}, {self.what}, shape={self.shape}, dtype={self.dtype})"
+        )
+
+
+def dask_chunks(
+    shape: Sequence[int],
+    stored: Sequence[int],
+    yx_axes: tuple[int, int],
+    target: int | None = None,
+) -> tuple[int, ...]:
+    """Dask chunks for a stored array: whole multiples of the stored tile along y/x.
+
+    Along y and x the stored chunk is multiplied towards ``target`` so that a dask task
+    decodes several tiles at once (fewer, cheaper tasks) while staying tile aligned; the
+    other axes (channels, singleton t/z) take one chunk spanning the axis. ``target``
+    defaults to :data:`DASK_CHUNK_TARGET`.
+    """
+    target = DASK_CHUNK_TARGET if target is None else int(target)
+    out = list(int(s) for s in shape)
+    for ax in yx_axes:
+        tile = max(1, min(int(stored[ax]), int(shape[ax]) or 1))
+        out[ax] = max(1, min(int(shape[ax]), tile * max(1, round(target / tile))))
+    return tuple(out)
+
+
+def as_dask(level: LevelArray, chunks: Sequence[int], stamp: Any = None) -> da.Array:
+    """Wrap a :class:`LevelArray` as a dask array without touching its pixels."""
+    name = "sgnet-" + tokenize(str(level.path), level.what, stamp, level.shape, tuple(chunks))
+    meta = np.empty((0,) * level.ndim, dtype=level.dtype)
+    return da.from_array(level, chunks=tuple(chunks), name=name, asarray=False, meta=meta)
+
+
+def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
+    """Reorder a lazy array to ``(Y, X)`` or ``(Y, X, C)``.
+
+    Parameters
+    ----------
+    array : dask.array.Array
+        The stored level.
+    axes : str
+        One upper-case letter per dimension; ``Y`` and ``X`` are required, ``C`` and ``S``
+        (samples) are channel axes; any other axis (``T``, ``Z``, ...) must be singleton.
+    path : Path
+        The slide, named in errors.
+    """
+    axes = axes.upper()
+    if len(axes) != array.ndim or "Y" not in axes or "X" not in axes:
+        raise UnsupportedSlideError(path, f"cannot interpret image axes {axes!r} (need Y and X)")
+    index: list[Any] = []
+    kept: list[str] = []
+    for ax, size in zip(axes, array.shape, strict=True):
+        if ax in "YX":
+            index.append(slice(None))
+            kept.append(ax)
+        elif size == 1:
+            index.append(0)
+        elif ax in "CS":
+            index.append(slice(None))
+            kept.append("C")
+        else:
+            raise UnsupportedSlideError(
+                path,
+                f"has {size} planes along axis {ax!r}; only single-plane 2-D slides are "
+                "supported (export one plane first)",
+            )
+    if kept.count("C") > 1:
+        raise UnsupportedSlideError(path, f"has several channel axes ({axes!r} {array.shape})")
+    array = array[tuple(index)]
+    order = [kept.index("Y"), kept.index("X")] + ([kept.index("C")] if "C" in kept else [])
+    if order != list(range(len(order))):
+        array = array.transpose(order)
+    check_pixels(array.shape, array.dtype, path)
+    return array
+
+
+def check_pixels(shape: Sequence[int], dtype: Any, path: Path) -> None:
+    """Refuse channel counts and dtypes that a brightfield slide cannot have."""
+    if len(shape) == 3 and shape[2] not in SUPPORTED_CHANNELS:
+        raise UnsupportedSlideError(
+            path,
+            f"has {shape[2]} channels; napari-sgnet reads greyscale, RGB or RGBA slides "
+            "(1, 3 or 4 channels), not multiplexed/fluorescence images",
+        )
+    if np.dtype(dtype).kind not in "uif":
+        raise UnsupportedSlideError(path, f"has pixel type {np.dtype(dtype)}, not a number type")
+    if min(shape[:2], default=0) <= 0:
+        raise CorruptSlideError(path, f"has an empty image ({shape[1]} x {shape[0]} px)")
+
+
+def downsample_factors(sizes: Sequence[tuple[int, int]]) -> tuple[float, ...]:
+    """Downsample factor of each level from ``(height, width)`` sizes, largest first.
+
+    A level whose size is ``size0 / d`` rounded either way for an integer ``d`` gets
+    exactly ``d``; otherwise the mean of the two axis ratios.
+    """
+    h0, w0 = sizes[0]
+    factors = []
+    for h, w in sizes:
+        ratio = (w0 / w + h0 / h) / 2.0
+        d = round(ratio)
+        exact = d >= 1 and abs(w0 / d - w) <= 1.0 and abs(h0 / d - h) <= 1.0
+        factors.append(float(d) if exact else float(ratio))
+    factors[0] = 1.0
+    return tuple(factors)
+
+
+def validate_levels(sizes: Sequence[tuple[int, int]], path: Path) -> None:
+    """Levels must shrink strictly from one to the next."""
+    for (h_a, w_a), (h_b, w_b) in itertools.pairwise(sizes):
+        if not (h_b <= h_a and w_b <= w_a and h_b * w_b < h_a * w_a):
+            raise CorruptSlideError(
+                path, f"pyramid levels do not shrink: {w_a} x {h_a} followed by {w_b} x {h_b}"
+            )
