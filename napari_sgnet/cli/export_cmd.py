@@ -1,0 +1,149 @@
+"""``napari-sgnet export STORE --format F --out PATH``: export a label store.
+
+Formats: ``ome-zarr`` (OME-NGFF labels), ``geojson`` (QuPath polygons in slide level-0
+pixels), ``tiff`` (pyramidal OME-TIFF of label ids), ``patches`` (training patches of
+the edited regions; needs ``--slide``). Exit codes: 0 done, 2 bad input (missing or
+foreign store, existing output without ``--overwrite``, bad option), 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_OK
+
+__all__ = ["FORMATS", "register", "run"]
+
+FORMATS = ("ome-zarr", "geojson", "tiff", "patches")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a label store: OME-Zarr labels, GeoJSON (QuPath), TIFF mask, patches",
+        description=(
+            "Export the labels of a label store. Existing outputs are kept unless "
+            "--overwrite is given. See docs/exports.md for the formats."
+        ),
+    )
+    parser.add_argument("store", help="label store folder (<slide>.sgnet.zarr)")
+    parser.add_argument("--format", "-f", required=True, choices=FORMATS, help="output format")
+    parser.add_argument("--out", "-o", required=True, help="output file or folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--ngff", choices=("0.4", "0.5"), default="0.5", help="OME-NGFF version (ome-zarr)"
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="geojson: label level to polygonise (default: finest up to 32k x 32k pixels)",
+    )
+    parser.add_argument(
+        "--min-area",
+        type=float,
+        default=0.0,
+        help="geojson: drop polygons smaller than this (slide level-0 pixels squared)",
+    )
+    parser.add_argument(
+        "--skip-background",
+        action="store_true",
+        help="geojson: leave out the first class (Stroma/background)",
+    )
+    parser.add_argument(
+        "--split", action="store_true", help="geojson: one feature per region, not per class"
+    )
+    parser.add_argument("--slide", default=None, help="patches: the slide the store was made for")
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="patches: local patch side (default: the store's model)",
+    )
+    parser.add_argument(
+        "--masks",
+        choices=("edited", "all"),
+        default="edited",
+        help="patches: label only corrected pixels (default) or all labelled pixels",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _progress_bar(label: str, quiet: bool) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    if quiet:
+        return (lambda done, total: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc=label, unit="step", file=sys.stderr, leave=True)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    return progress, bar.close
+
+
+def _export(args: argparse.Namespace, store: Any, progress: Callable[[int, int], None]) -> Path:
+    out = Path(args.out)
+    if args.format == "ome-zarr":
+        from napari_sgnet.io.exporters import export_omezarr
+
+        return export_omezarr(
+            store, out, ngff=args.ngff, overwrite=args.overwrite, progress=progress
+        )
+    if args.format == "geojson":
+        from napari_sgnet.io.exporters import export_geojson
+
+        return export_geojson(
+            store,
+            out,
+            level=args.level,
+            min_area=args.min_area,
+            skip_background=args.skip_background,
+            split=args.split,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
+    if args.format == "tiff":
+        from napari_sgnet.io.exporters import export_tiff
+
+        return export_tiff(store, out, overwrite=args.overwrite, progress=progress)
+    from napari_sgnet.training.export_patches import export_patches
+
+    return export_patches(
+        store,
+        args.slide,
+        out,
+        patch_size=args.patch_size,
+        masks=args.masks,
+        overwrite=args.overwrite,
+        progress=progress,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the export; returns the exit code."""
+    from napari_sgnet.io.labelstore import LabelStore
+
+    if args.format == "patches" and not args.slide:
+        print("error: --format patches needs --slide SLIDE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    store = LabelStore.open(args.store, mode="r")  # StoreError -> exit 2 in main
+    progress, close = _progress_bar(f"export {args.format}", args.quiet)
+    try:
+        written = _export(args, store, progress)
+    except (ValueError, KeyError) as exc:  # bad option values, palette/class names
+        close()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    close()
+    print(f"wrote {written}")
+    return EXIT_OK

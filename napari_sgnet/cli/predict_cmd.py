@@ -1,0 +1,207 @@
+"""``napari-sgnet predict SLIDE... --out DIR``: segment slides into label stores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
+
+__all__ = ["register", "run", "store_path_for"]
+
+log = logging.getLogger(__name__)
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H integers, got {text!r}") from exc
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"region width and height must be positive: {text!r}")
+    return x, y, w, h
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``predict`` subcommand."""
+    p = subparsers.add_parser(
+        "predict",
+        help="segment slides with SGNet into label stores (OME-Zarr labels)",
+        description=(
+            "Run a model over whole slides (or a region) and write one label store per "
+            "slide into --out. Exit codes: 0 ok, 2 bad input, 130 cancelled, 1 other error."
+        ),
+    )
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files or OME-Zarr folders")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint folder (model.safetensors + config.json); default: bundled",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="folder for the label stores (<slide>.sgnet.zarr)"
+    )
+    p.add_argument(
+        "--region",
+        type=_region,
+        default=None,
+        help="X,Y,W,H in slide level-0 pixels (default: whole slide)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=0,
+        help="pixels cropped from each side of each prediction (default 0)",
+    )
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--mpp", type=float, default=None, help="override the slides' level-0 µm/px")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run on a local dask cluster with N worker processes",
+    )
+    where.add_argument(
+        "--scheduler", default=None, help="run on the dask.distributed scheduler at this address"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished tiles; re-predict a store made with another model",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete existing stores (including edits) and start afresh",
+    )
+    p.add_argument(
+        "--no-skip-glass",
+        dest="skip_glass",
+        action="store_false",
+        help="run the model on glass too",
+    )
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def store_path_for(slide: Path, out: Path) -> Path:
+    """``<out>/<slide name without extensions>.sgnet.zarr``."""
+    name = slide.name.rstrip("/")
+    for suffix in (".zarr", ".ome", ".tiff", ".tif", ".svs", ".ndpi", ".png", ".jpg", ".jpeg"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return out / f"{name or 'slide'}.sgnet.zarr"
+
+
+def _summary(slide: Path, event: Any) -> dict[str, Any]:
+    return {
+        "slide": str(slide),
+        "store": str(event.store),
+        "status": event.stage,
+        "tiles": event.tiles_done + event.tiles_cached,
+        "predicted": event.tiles_predicted,
+        "glass": event.tiles_glass,
+        "cached": event.tiles_cached,
+        "seconds": round(event.elapsed_s, 2),
+        "mpix_per_s": round(event.mpix_per_s, 3),
+        "tissue_fraction": None
+        if event.tissue_fraction is None
+        else round(event.tissue_fraction, 4),
+        "level": event.level,
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    tissue = "n/a" if s["tissue_fraction"] is None else f"{100 * s['tissue_fraction']:.1f}%"
+    print(
+        f"{s['slide']}: {s['status']} — {s['predicted']} tiles predicted, {s['glass']} glass, "
+        f"{s['cached']} already done; {s['seconds']:.1f} s, {s['mpix_per_s']:.2f} Mpix/s; "
+        f"tissue {tissue}; store {s['store']}"
+    )
+
+
+def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from napari_sgnet.inference import InferenceRequest, run_distributed, run_inference
+
+    request = InferenceRequest(
+        slide=slide,
+        store=store_path_for(slide, args.out),
+        model=args.model,
+        region=args.region,
+        device=args.device,
+        batch_size=args.batch_size,
+        overlap=args.overlap,
+        precision=args.precision,
+        skip_glass=args.skip_glass,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        mpp=args.mpp,
+    )
+    if args.workers or args.scheduler:
+        events = run_distributed(request, n_workers=args.workers, scheduler_address=args.scheduler)
+    else:
+        events = run_inference(request)
+    bar = None
+    last = None
+    try:
+        for last in events:
+            if bar is None and args.progress:
+                bar = tqdm(
+                    total=last.tiles_total,
+                    desc=slide.name,
+                    unit="tile",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
+            if bar is not None:
+                bar.n = last.tiles_done
+                bar.set_postfix_str(f"{last.mpix_per_s:.2f} Mpix/s", refresh=False)
+                bar.refresh()
+    finally:
+        events.close()  # on Ctrl-C: commit what is written, record the run as cancelled
+        if bar is not None:
+            bar.close()
+    assert last is not None
+    return _summary(slide, last)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every slide; returns the CLI exit code (the worst over all slides)."""
+    from napari_sgnet.config import ConfigError
+    from napari_sgnet.inference import RequestError
+    from napari_sgnet.io.errors import SlideError
+    from napari_sgnet.palette import PaletteError
+
+    code = EXIT_OK
+    summaries = []
+    for slide in (Path(s) for s in args.slides):
+        try:
+            summary = _run_one(slide, args)
+        except KeyboardInterrupt:
+            print(f"{slide}: cancelled; run again with --resume to continue", file=sys.stderr)
+            return EXIT_CANCELLED
+        except (SlideError, RequestError, ConfigError, PaletteError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = max(code, EXIT_BAD_INPUT)
+            continue
+        except Exception as exc:  # unexpected: say what, keep going with the other slides
+            log.debug("prediction failed", exc_info=True)
+            print(f"error: {slide}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            code = EXIT_ERROR if code == EXIT_OK else code
+            continue
+        summaries.append(summary)
+        if not args.json:
+            _print_summary(summary)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    return code

@@ -1,0 +1,214 @@
+"""Run a request on dask.distributed: many workers, one store, the same result.
+
+The driver prepares the run exactly like the single-process engine (plan, store
+checks, glass, resume), splits the work into blocks of neighbouring tiles and
+submits one task per block. A task loads the model once per worker (cached by
+model id), predicts its tiles and writes their level-0 labels straight into the
+store; blocks are disjoint sets of whole chunks, so workers never write the same
+chunk. The driver is the only writer of everything shared: it recomputes the
+coarser levels over each finished block and then marks its tiles done. Every tile
+is a deterministic function of its position, and the coarser levels of level 0,
+so the store equals the single-process one byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from napari_sgnet.inference.engine import RunStats, process_tiles
+from napari_sgnet.inference.models import ModelSpec, get_predictor
+from napari_sgnet.inference.plan import TilePlan
+from napari_sgnet.inference.predictor_base import Predictor
+from napari_sgnet.inference.prepare import WorkItem, open_slide, prepare
+from napari_sgnet.inference.request import InferenceRequest, ProgressEvent
+from napari_sgnet.inference.writer import TileWriter, commit_tiles
+from napari_sgnet.io.labelstore import DONE_GLASS, LabelStore
+from napari_sgnet.io.pyramid import Pyramid
+
+__all__ = ["make_blocks", "run_distributed"]
+
+log = logging.getLogger(__name__)
+
+_WORKER_SLIDES: dict[tuple[str, float | None], Pyramid] = {}
+
+
+def make_blocks(work: list[WorkItem], block: int) -> list[list[WorkItem]]:
+    """Group work items into ``block x block``-tile blocks, in order of first appearance."""
+    blocks: dict[tuple[int, int], list[WorkItem]] = {}
+    for item in work:
+        (ty, tx), _ = item
+        blocks.setdefault((ty // block, tx // block), []).append(item)
+    return list(blocks.values())
+
+
+def _default_workers(device: str) -> int:
+    if device != "cpu":
+        from napari_sgnet.inference.predictor import gpu_count
+
+        if gpu_count():
+            return gpu_count()
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _worker_device(device: str) -> str:
+    """On a multi-GPU machine, give each worker its own GPU (by worker name)."""
+    if device not in ("auto", "cuda"):
+        return device
+    from napari_sgnet.inference.predictor import gpu_count
+
+    count = gpu_count()
+    if count <= 1:
+        return device
+    from distributed import get_worker
+
+    name = get_worker().name
+    index = name if isinstance(name, int) else zlib.crc32(str(name).encode())
+    return f"cuda:{index % count}"
+
+
+def _run_block(
+    slide: Pyramid | tuple[str, float | None],
+    spec: ModelSpec,
+    store_path: str,
+    plan: TilePlan,
+    items: list[WorkItem],
+    opts: dict[str, Any],
+) -> list[tuple[tuple[int, int], int]]:
+    """Worker task: predict a block and write its level 0; returns the written tiles."""
+    if not isinstance(slide, Pyramid):
+        key = (slide[0], slide[1])
+        if key not in _WORKER_SLIDES:
+            _WORKER_SLIDES[key] = open_slide(slide[0], mpp=slide[1])
+        slide = _WORKER_SLIDES[key]
+    if opts.get("torch_threads") and not isinstance(spec.obj, Predictor):
+        import torch
+
+        torch.set_num_threads(int(opts["torch_threads"]))
+    predictor = get_predictor(spec, _worker_device(opts["device"]), opts["precision"])
+    store = LabelStore.open(store_path)
+    writer = TileWriter(store, plan, glass_label=opts["glass_label"])
+    for _ in process_tiles(
+        slide,
+        plan,
+        predictor,
+        writer,
+        items,
+        batch_size=opts["batch_size"],
+        prefetch=opts["prefetch"],
+        readers=opts["readers"],
+    ):
+        pass
+    return writer.take_pending()
+
+
+def _connect(
+    client: Any, n_workers: int | None, address: str | None, device: str
+) -> tuple[Any, int, Any, bool]:
+    """A client, its worker count, a cleanup callable, and whether we started the cluster."""
+    from distributed import Client, LocalCluster
+
+    if client is not None:
+        return client, max(1, len(client.scheduler_info()["workers"])), lambda: None, False
+    if address:
+        client = Client(address)
+        return client, max(1, len(client.scheduler_info()["workers"])), client.close, False
+    n = n_workers or _default_workers(device)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+
+    def cleanup() -> None:
+        client.close()
+        cluster.close()
+
+    return client, n, cleanup, True
+
+
+def run_distributed(
+    request: InferenceRequest,
+    client: Any = None,
+    n_workers: int | None = None,
+    scheduler_address: str | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    block_tiles: int | None = None,
+) -> Iterator[ProgressEvent]:
+    """Run ``request`` on dask.distributed, yielding an event per finished block.
+
+    Parameters
+    ----------
+    request : InferenceRequest
+        As for :func:`run_inference`; the store must be on a file system every
+        worker sees.
+    client : distributed.Client, optional
+        Use this client (its cluster is left running).
+    n_workers : int, optional
+        Workers of the LocalCluster started when neither ``client`` nor
+        ``scheduler_address`` is given; default one per GPU, else up to 4 CPU workers.
+    scheduler_address : str, optional
+        Connect to an external scheduler (e.g. ``"tcp://host:8786"``).
+    cancel : threading.Event, optional
+        Stop submitting and committing; blocks not yet committed are redone on resume.
+    block_tiles : int, optional
+        Side of a block in tiles; default gives about four blocks per worker.
+    """
+    run = prepare(request)
+    stats = RunStats(run)
+    status = "failed"
+    futures: list[Any] = []
+    client, n, cleanup, owned = _connect(client, n_workers, scheduler_address, request.device)
+    try:
+        from distributed import as_completed
+
+        block = block_tiles or max(1, math.isqrt(max(1, len(run.work)) // (4 * n)))
+        blocks = make_blocks(run.work, block)
+        if isinstance(request.slide, Pyramid):
+            slide_ref: Any = client.scatter(run.pyramid, broadcast=True)
+        else:
+            slide_ref = (str(Path(request.slide).resolve()), request.mpp)
+        spec: Any = run.spec if run.spec.obj is None else client.scatter(run.spec, broadcast=True)
+        opts = {
+            "device": request.device,
+            "precision": request.precision,
+            "batch_size": request.batch_size,
+            "prefetch": request.prefetch,
+            "readers": request.readers,
+            "glass_label": request.glass_label,
+            "torch_threads": max(1, (os.cpu_count() or 1) // n) if owned else None,
+        }
+        futures = [
+            client.submit(
+                _run_block, slide_ref, spec, str(run.store.path), run.plan, items, opts, pure=False
+            )
+            for items in blocks
+        ]
+        log.info(
+            "%s: %d tiles in %d blocks on %d workers", run.store.path, len(run.work), len(blocks), n
+        )
+        yield stats.event("started")
+        for future in as_completed(futures):
+            if cancel is not None and cancel.is_set():
+                break
+            written = future.result()
+            boxes = commit_tiles(run.store, run.plan, written)
+            stats.add([(idx, kind == DONE_GLASS) for idx, kind in written])
+            yield stats.event("progress", boxes)
+        status = "cancelled" if cancel is not None and cancel.is_set() else "completed"
+    except GeneratorExit:
+        status = "cancelled"
+        raise
+    finally:
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
+        stats.record(status)
+        cleanup()
+    yield stats.event(status)

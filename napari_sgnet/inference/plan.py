@@ -1,0 +1,165 @@
+"""The tiling plan: which tiles of which pyramid level, in which order.
+
+Tiles lie on a grid anchored at (0, 0) of the inference level with side
+``patch - 2 * overlap``; each tile is predicted from the ``patch``-sized local
+window centred on it (and that window's context) and only the tile (the valid
+centre) is written. Because a tile's output depends only on its grid position,
+runs over different regions, in pieces or resumed, produce the same labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from napari_sgnet.geometry import Box, chunk_aligned_tiles, context_box, scale_box
+from napari_sgnet.inference.predictor_base import ModelInfo
+from napari_sgnet.inference.request import RequestError
+from napari_sgnet.io.pyramid import Pyramid
+
+__all__ = ["TileIndex", "TilePlan", "make_plan"]
+
+TileIndex = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Tiles to predict at one pyramid level.
+
+    Attributes
+    ----------
+    level : int
+        Slide pyramid level the model runs at.
+    downsample : float
+        That level's downsample relative to the slide's level 0.
+    width, height : int
+        Size of the level in pixels.
+    patch : int
+        Local window side (the model's patch size).
+    overlap : int
+        Pixels dropped on each side of each prediction.
+    context_factor : float or None
+        Context window side relative to the local window (``None``: no context).
+    region : Box
+        Requested region at this level, clipped to it.
+    tiles : tuple of (ty, tx)
+        Tile indices in processing order.
+    """
+
+    level: int
+    downsample: float
+    width: int
+    height: int
+    patch: int
+    overlap: int
+    context_factor: float | None
+    region: Box
+    tiles: tuple[TileIndex, ...]
+
+    @property
+    def tile(self) -> int:
+        """Side of a tile (the valid centre of a patch)."""
+        return self.patch - 2 * self.overlap
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the full tile grid of the level."""
+        return (-(-self.height // self.tile), -(-self.width // self.tile))
+
+    def tile_box(self, index: TileIndex) -> Box:
+        """The tile (valid region) at the inference level, clipped to the level."""
+        ty, tx = index
+        t = self.tile
+        return Box(tx * t, ty * t, t, t).clip(self.width, self.height)
+
+    def local_box(self, index: TileIndex) -> Box:
+        """The local window read for a tile (may extend past the level)."""
+        ty, tx = index
+        return Box(
+            tx * self.tile - self.overlap, ty * self.tile - self.overlap, self.patch, self.patch
+        )
+
+    def context_box(self, index: TileIndex) -> Box | None:
+        """The surrounding window of a tile, or ``None`` without context."""
+        if self.context_factor is None:
+            return None
+        return context_box(self.local_box(index), self.context_factor)
+
+    def to_slide(self, box: Box) -> Box:
+        """A box of the inference level in slide level-0 pixels."""
+        return scale_box(box, self.downsample)
+
+
+def _order(indices: list[TileIndex], region: Box, tile: int, order: str) -> list[TileIndex]:
+    if order == "raster":
+        return sorted(indices)
+    cx, cy = region.center
+
+    def key(idx: TileIndex) -> tuple[float, int, int]:
+        ty, tx = idx
+        dx, dy = (tx + 0.5) * tile - cx, (ty + 0.5) * tile - cy
+        return (dx * dx + dy * dy, ty, tx)
+
+    return sorted(indices, key=key)
+
+
+def make_plan(
+    pyramid: Pyramid,
+    info: ModelInfo,
+    *,
+    region: Box | None = None,
+    overlap: int = 0,
+    order: str = "raster",
+) -> TilePlan:
+    """Plan the tiles of a request.
+
+    Parameters
+    ----------
+    pyramid : Pyramid
+        The slide.
+    info : ModelInfo
+        The model (patch size, context factor, µm/px).
+    region : Box, optional
+        Region in slide level-0 pixels; ``None`` for the whole slide.
+    overlap : int
+        Pixels dropped on each side of each prediction.
+    order : {"raster", "center"}
+        Tile order.
+
+    Raises
+    ------
+    RequestError
+        If the overlap leaves no valid centre or the region misses the slide.
+    """
+    if not 0 <= 2 * overlap < info.patch_size:
+        raise RequestError(
+            f"overlap {overlap} leaves no valid centre of a {info.patch_size}-px patch "
+            f"(need 0 <= 2 * overlap < {info.patch_size})"
+        )
+    level = pyramid.level_for_mpp(info.mpp)
+    width, height = pyramid.level_size(level)
+    downsample = float(pyramid.downsamples[level])
+    if region is None:
+        lvl_region = Box(0, 0, width, height)
+    else:
+        if region.is_empty or region.clip(pyramid.width, pyramid.height).is_empty:
+            raise RequestError(
+                f"region {region.as_tuple()} lies outside the slide "
+                f"({pyramid.width} x {pyramid.height} px)"
+            )
+        lvl_region = scale_box(region.clip(pyramid.width, pyramid.height), 1.0 / downsample)
+        lvl_region = lvl_region.clip(width, height)
+    tile = info.patch_size - 2 * overlap
+    indices = [
+        (b.y // tile, b.x // tile) for b in chunk_aligned_tiles(width, height, tile, lvl_region)
+    ]
+    return TilePlan(
+        level=level,
+        downsample=downsample,
+        width=width,
+        height=height,
+        patch=info.patch_size,
+        overlap=overlap,
+        context_factor=info.context_factor,
+        region=lvl_region,
+        tiles=tuple(_order(indices, lvl_region, tile, order)),
+    )

@@ -1,0 +1,183 @@
+"""The torch predictor: the only module that moves tensors to a device.
+
+uint8 batches go to the device as they are (4x less traffic than float32);
+normalisation, the forward pass, softmax, argmax and confidence run there; uint8
+labels and confidences come back. bf16 autocast is used where the device supports
+it, and inputs are channels-last (NHWC memory, which is how the windows arrive).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_sgnet.inference.predictor_base import ModelInfo
+from napari_sgnet.inference.request import RequestError
+
+__all__ = [
+    "TorchPredictor",
+    "gpu_count",
+    "model_info_from_module",
+    "module_digest",
+    "resolve_device",
+    "resolve_precision",
+]
+
+log = logging.getLogger(__name__)
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices visible to this process."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` into a usable device.
+
+    Raises
+    ------
+    RequestError
+        If the requested device is not available here.
+    """
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if has_mps else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RequestError(f"device {device!r} requested but CUDA is not available")
+        dev = torch.device(device)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RequestError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s)")
+        return dev
+    if device == "mps" and not has_mps:
+        raise RequestError("device 'mps' requested but MPS is not available")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting on a device (``None`` = fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """SHA-256 (16 hex) of a module's parameters and buffers, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)  # 0-d buffers too
+        digest.update(f"{name}|{tuple(tensor.shape)}|{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def model_info_from_module(module: torch.nn.Module, weights_digest: str | None = None) -> ModelInfo:
+    """Describe a loaded model that carries a :class:`~napari_sgnet.config.ModelConfig`."""
+    config = getattr(module, "config", None)
+    if config is None:
+        raise RequestError(f"model {type(module).__name__} has no .config (ModelConfig)")
+    arch = config.architecture_hash()
+    weights = weights_digest or module_digest(module)
+    return ModelInfo(
+        name=config.name,
+        model_id=f"{config.name}:{arch[:12]}:{weights[:12]}",
+        config_hash=arch,
+        patch_size=int(config.patch_size),
+        context_factor=float(config.context_factor) if config.use_context else None,
+        mpp=config.mpp,
+        palette=config.palette,
+    )
+
+
+class TorchPredictor:
+    """Run a segmentation ``nn.Module`` following the SGNet model contract.
+
+    The module is called as ``module(local, context=context)`` with normalised float
+    NCHW inputs and returns ``{"logits": (B, K, P, P), ...}`` (or the logits tensor).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model; must have ``.config`` (a ModelConfig).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+    precision : str
+        ``"auto"``, ``"fp32"`` or ``"bf16"``.
+    info : ModelInfo, optional
+        Precomputed description (saves hashing the weights again).
+    channels_last : bool
+        Convert the model to channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        info: ModelInfo | None = None,
+        channels_last: bool = True,
+    ) -> None:
+        self.info = info or model_info_from_module(module)
+        self.device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        config = module.config
+        module = module.eval().to(self.device)
+        if channels_last and self.device.type != "mps":
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module
+        # (x / 255 - mean) / std  ==  x * scale + shift, one fused pass on the device.
+        mean = torch.tensor(config.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(config.std, dtype=torch.float32, device=self.device)
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
+        self._shift = (-mean / std).view(1, 3, 1, 1)
+        log.info("model %s on %s (%s)", self.info.name, self.device, self.autocast_dtype or "fp32")
+
+    def _to_device(self, batch: np.ndarray) -> torch.Tensor:
+        """``(B, H, W, 3)`` uint8 -> normalised float ``(B, 3, H, W)`` channels-last on device."""
+        t = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        else:
+            t = t.to(self.device)
+        x = t.permute(0, 3, 1, 2)  # NHWC memory viewed as NCHW = channels-last
+        return torch.addcmul(self._shift, x.float(), self._scale)
+
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    @torch.inference_mode()
+    def predict(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`napari_sgnet.inference.predictor_base.Predictor.predict`."""
+        x = self._to_device(local)
+        c = (
+            self._to_device(context)
+            if context is not None and self.info.context_factor is not None
+            else None
+        )
+        with self._autocast():
+            out = self.module(x, context=c)
+        logits = out["logits"] if isinstance(out, dict) else out
+        if crop > 0:
+            logits = logits[..., crop:-crop, crop:-crop]
+        probs = torch.softmax(logits.float(), dim=1)
+        conf, idx = probs.max(dim=1)
+        labels = (idx + 1).to(torch.uint8)
+        conf = (conf * 255.0).round_().to(torch.uint8)
+        return labels.cpu().numpy(), conf.cpu().numpy()

@@ -1,0 +1,124 @@
+"""The predictor contract shared by torch models and plain-numpy predictors (no torch here).
+
+A predictor turns batches of uint8 RGB windows into uint8 labels and confidences.
+The engine only ever talks to this interface, so tests and benchmarks can plug in
+deterministic functions, and the torch-specific code stays in ``predictor.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from napari_sgnet.palette import Palette
+
+__all__ = ["CallablePredictor", "ModelInfo", "Predictor", "crop_valid"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about a model, without loading it.
+
+    Parameters
+    ----------
+    name : str
+        Human-readable model name.
+    model_id : str
+        Identity of architecture and weights: a store's done-map is valid only for it.
+    config_hash : str
+        Hash of the architecture / input contract.
+    patch_size : int
+        Side of the local patch in pixels.
+    context_factor : float or None
+        Side of the surrounding patch relative to the local patch; ``None`` when the
+        model does not use context.
+    mpp : float or None
+        µm/px the model was trained at; ``None`` runs at the slide's level 0.
+    palette : Palette
+        Classes the model predicts.
+    """
+
+    name: str
+    model_id: str
+    config_hash: str
+    patch_size: int
+    context_factor: float | None
+    mpp: float | None
+    palette: Palette
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable record (stored in the label store)."""
+        return {
+            "name": self.name,
+            "id": self.model_id,
+            "config_hash": self.config_hash,
+            "patch_size": self.patch_size,
+            "context_factor": self.context_factor,
+            "mpp": self.mpp,
+        }
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Anything that predicts labels for batches of windows."""
+
+    info: ModelInfo
+
+    def predict(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict a batch.
+
+        Parameters
+        ----------
+        local : numpy.ndarray
+            ``(B, P, P, 3)`` uint8 local patches.
+        context : numpy.ndarray or None
+            ``(B, C, C, 3)`` uint8 surrounding patches, centred on the local ones;
+            ``None`` when ``info.context_factor`` is ``None``.
+        crop : int
+            Pixels to drop on each side of the output (the overlap).
+
+        Returns
+        -------
+        labels, confidence : numpy.ndarray
+            ``(B, P - 2 crop, P - 2 crop)`` uint8: label ids (class + 1) and max
+            softmax x 255.
+        """
+        ...
+
+
+def crop_valid(arr: np.ndarray, crop: int) -> np.ndarray:
+    """Drop ``crop`` pixels from each side of the two trailing spatial axes of a batch."""
+    if crop <= 0:
+        return arr
+    return arr[:, crop:-crop, crop:-crop]
+
+
+class CallablePredictor:
+    """A :class:`Predictor` from a numpy function ``fn(local, context) -> (labels, conf)``.
+
+    ``fn`` receives full patches and returns full-patch ``(B, P, P)`` uint8 arrays;
+    the overlap crop is applied here.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]],
+        info: ModelInfo,
+    ) -> None:
+        self.fn = fn
+        self.info = info
+
+    def predict(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`Predictor.predict`."""
+        labels, conf = self.fn(local, context)
+        return (
+            np.ascontiguousarray(crop_valid(np.asarray(labels, dtype=np.uint8), crop)),
+            np.ascontiguousarray(crop_valid(np.asarray(conf, dtype=np.uint8), crop)),
+        )

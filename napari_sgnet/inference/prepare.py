@@ -1,0 +1,175 @@
+"""Everything a run needs before the first batch: slide, model, plan, store, work list.
+
+Shared by the single-process engine and the distributed driver, so both make the
+same decisions (tiles, glass, resume) and the same checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from napari_sgnet.inference.models import ModelSpec, describe_model
+from napari_sgnet.inference.plan import TileIndex, TilePlan, make_plan
+from napari_sgnet.inference.request import InferenceRequest
+from napari_sgnet.inference.tissue import tissue_mask
+from napari_sgnet.io.errors import SlideError, StoreError
+from napari_sgnet.io.labelstore import LabelStore
+from napari_sgnet.io.labelstore_meta import now_iso
+from napari_sgnet.io.pyramid import Pyramid
+
+__all__ = ["PreparedRun", "WorkItem", "open_slide", "prepare", "prepare_store"]
+
+log = logging.getLogger(__name__)
+
+#: A tile to do and whether it is glass.
+WorkItem = tuple[TileIndex, bool]
+
+
+def open_slide(path: str | Path, mpp: float | None = None) -> Pyramid:
+    """Open a slide file with the project's readers (lazily imported)."""
+    try:
+        from napari_sgnet.io import open_pyramid  # type: ignore[attr-defined]
+    except ImportError:
+        try:
+            from napari_sgnet.io.readers import open_pyramid
+        except ImportError as exc:
+            raise SlideError(path, "no slide readers are available in this installation") from exc
+    return open_pyramid(path, mpp=mpp)
+
+
+def resolve_slide(request: InferenceRequest) -> Pyramid:
+    """The request's slide as a pyramid, with the µm/px override applied."""
+    slide = request.slide
+    if isinstance(slide, Pyramid):
+        return slide.with_mpp(request.mpp) if request.mpp is not None else slide
+    return open_slide(slide, mpp=request.mpp)
+
+
+@dataclass
+class PreparedRun:
+    """A checked request, ready to execute."""
+
+    request: InferenceRequest
+    pyramid: Pyramid
+    spec: ModelSpec
+    plan: TilePlan
+    store: LabelStore
+    work: list[WorkItem]
+    n_cached: int
+    tissue_fraction: float | None
+    request_number: int
+
+    def summary_record(self) -> dict[str, Any]:
+        """Fields recorded in the store for this request."""
+        r = self.request
+        return {
+            "started": now_iso(),
+            "status": "running",
+            "region": list(r.region.as_tuple()) if r.region is not None else None,
+            "model_id": self.spec.info.model_id,
+            "device": r.device,
+            "precision": r.precision,
+            "batch_size": r.batch_size,
+            "overlap": r.overlap,
+            "skip_glass": r.skip_glass,
+            "tiles": len(self.plan.tiles),
+            "cached": self.n_cached,
+        }
+
+
+def prepare_store(
+    request: InferenceRequest, pyramid: Pyramid, spec: ModelSpec, plan: TilePlan
+) -> LabelStore:
+    """Open (checking it matches) or create the request's store, and record the model.
+
+    Raises
+    ------
+    StoreError
+        Store for another slide, palette or tiling; or holding another model's
+        predictions when neither ``resume`` nor ``overwrite`` is set.
+    """
+    path = Path(request.store)
+    info = spec.info
+    if path.exists() and not request.overwrite:
+        store = LabelStore.open(path, slide=pyramid, palette=info.palette)
+        if store.tile != plan.tile or not math.isclose(
+            store.base_downsample, plan.downsample, rel_tol=1e-6
+        ):
+            raise StoreError(
+                path,
+                f"was tiled with {store.tile}-px tiles at downsample {store.base_downsample:g}; "
+                f"this request needs {plan.tile}-px tiles (patch {plan.patch}, overlap "
+                f"{plan.overlap}) at downsample {plan.downsample:g}; use another store or "
+                "overwrite",
+            )
+        previous = store.model
+        if previous is not None and previous.get("id") != info.model_id:
+            if not request.resume:
+                raise StoreError(
+                    path,
+                    f"holds predictions of model {previous.get('id')}; pass resume to re-predict "
+                    f"with {info.model_id} (edits are kept) or overwrite to start afresh",
+                )
+            log.info(
+                "%s: model changed (%s -> %s); every tile will be recomputed",
+                path,
+                previous.get("id"),
+                info.model_id,
+            )
+            store.reset_done()
+        if previous is None or previous.get("id") != info.model_id:
+            store.set_model(info.to_dict())
+        return store
+    store = LabelStore.create(
+        path,
+        slide=pyramid,
+        palette=info.palette,
+        base_downsample=plan.downsample,
+        tile=plan.tile,
+        overwrite=request.overwrite,
+    )
+    store.set_model(info.to_dict())
+    return store
+
+
+def prepare(request: InferenceRequest) -> PreparedRun:
+    """Resolve and check a request: open the slide, plan, open the store, find glass.
+
+    Raises
+    ------
+    RequestError, SlideError, StoreError
+        Bad request, unreadable slide, or a store that does not fit.
+    """
+    pyramid = resolve_slide(request)
+    spec = describe_model(request.model)
+    plan = make_plan(
+        pyramid, spec.info, region=request.region, overlap=request.overlap, order=request.order
+    )
+    store = prepare_store(request, pyramid, spec, plan)
+    done = store.done_map()
+    mask = tissue_mask(pyramid, threshold=request.tissue_threshold) if request.skip_glass else None
+    work: list[WorkItem] = []
+    n_cached = n_tissue = 0
+    for idx in plan.tiles:
+        glass = mask is not None and not mask.any_tissue(plan.to_slide(plan.tile_box(idx)))
+        n_tissue += not glass
+        if request.resume and done[idx]:
+            n_cached += 1
+            continue
+        work.append((idx, glass))
+    fraction = n_tissue / len(plan.tiles) if mask is not None and plan.tiles else None
+    run = PreparedRun(request, pyramid, spec, plan, store, work, n_cached, fraction, 0)
+    run.request_number = store.record_request(run.summary_record())
+    log.info(
+        "%s: %d tiles at level %d (%d done before, %d to do)",
+        store.path,
+        len(plan.tiles),
+        plan.level,
+        n_cached,
+        len(work),
+    )
+    return run
