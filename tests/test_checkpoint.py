@@ -21,7 +21,6 @@ from napari_sgnet.model import (
 )
 from napari_sgnet.model import bundled as bundled_mod
 
-
 CFG = ModelConfig(
     general_branch="fcn_lite", patch_size=64, sci_width=32, sci_heads=4, sci_window=4, sci_blocks=1
 )

@@ -26,7 +26,6 @@ from napari_sgnet.model.sci import (
     window_partition,
 )
 
-
 TINY = {"patch_size": 64, "sci_width": 32, "sci_heads": 4, "sci_window": 4, "sci_blocks": 1}
 
 
