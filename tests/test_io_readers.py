@@ -95,7 +95,7 @@ def test_tiled_tiff_inch_resolution_and_planar_ome(tmp_path: Path, rgb: np.ndarr
         resolutionunit="INCH",
     )  # fmt: skip
     pyr = open_pyramid(path)
-    assert pyr.mpp == pytest.approx(0.25) and pyr.n_levels == 1
+    assert pyr.mpp == pytest.approx(0.25) and pyr.n_levels > 1  # lazy halvings
     np.testing.assert_array_equal(
         pyr.read(Box(1000, 650, 200, 100)), _pad(rgb, 1000, 650, 200, 100)
     )
@@ -389,3 +389,17 @@ def test_cancelled_build_leaves_nothing(tmp_path: Path) -> None:
         open_pyramid(path, cache_dir=cache, progress=cancel)
     assert list(cache.iterdir()) == []
     assert open_pyramid(path, cache_dir=cache).metadata["cache_built"]
+
+
+def test_single_level_svs_gets_lazy_exact_halvings() -> None:
+    """A one-level slide still offers coarser levels (a model's µm/px), computed on read."""
+    from napari_sgnet.io.readers.cache import downsample2
+
+    pyr = open_pyramid(SVS)
+    assert pyr.downsamples == (1.0, 2.0, 4.0, 8.0)
+    assert pyr.level_for_mpp(4.0) == 3  # 0.499 * 8 ~= 4 µm/px
+    full = tifffile.imread(SVS)
+    expected = downsample2(downsample2(full))
+    np.testing.assert_array_equal(pyr.levels[2].compute(), expected)
+    box = Box(100, 50, 64, 48)
+    np.testing.assert_array_equal(pyr.read(box, level=2), expected[box.slices()])

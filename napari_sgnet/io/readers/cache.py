@@ -23,6 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import zarr
 
@@ -105,6 +106,29 @@ def downsample2(block: np.ndarray) -> np.ndarray:
         info = np.iinfo(block.dtype)
         mean = np.clip(np.rint(mean), info.min, info.max)
     return mean.astype(block.dtype, copy=False)
+
+
+def lazy_halvings(base: da.Array) -> list[da.Array]:
+    """``base`` and lazily computed 2x mean reductions of it, sized as :func:`plan_level_sizes`.
+
+    Each coarser level is a dask graph over the finer one (nothing is read until a window
+    is computed); meant for small single-level images, where building a cache is not worth it.
+    """
+    levels = [base]
+    sizes = plan_level_sizes(*base.shape[:2])
+    for _ in sizes[1:]:
+        prev = levels[-1]
+        row_chunks, col_chunks = prev.chunks[0], prev.chunks[1]
+        if any(c % 2 for c in row_chunks[:-1]) or any(c % 2 for c in col_chunks[:-1]):
+            prev = prev.rechunk({0: 256, 1: 256})
+            row_chunks, col_chunks = prev.chunks[0], prev.chunks[1]
+        out_chunks = (
+            tuple((c + 1) // 2 for c in row_chunks),
+            tuple((c + 1) // 2 for c in col_chunks),
+            *prev.chunks[2:],
+        )
+        levels.append(da.map_blocks(downsample2, prev, chunks=out_chunks, dtype=prev.dtype))
+    return levels
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from napari_sgnet.io.readers._common import (
     slide_name,
     validate_levels,
 )
+from napari_sgnet.io.readers.cache import lazy_halvings
 from napari_sgnet.io.readers.flat import ProgressFn, cached_pyramid
 
 __all__ = ["SINGLE_LEVEL_MAX_SIDE", "open_tiff"]
@@ -125,6 +126,11 @@ def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None 
         finally:
             if include_base:
                 tf.close()  # level 0 now lives in the cache
+    if len(dask_levels) == 1:
+        # A small single-level tiled slide: coarser levels are computed lazily on read, so
+        # a model trained at a coarser µm/px still gets its resolution (nothing is cached).
+        dask_levels = lazy_halvings(dask_levels[0])
+        metadata["virtual_levels"] = len(dask_levels) - 1
     sizes = [tuple(d.shape[:2]) for d in dask_levels]
     validate_levels(sizes, path)
     return Pyramid(
