@@ -135,14 +135,17 @@ def test_bad_input_exit_codes(files, tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_default_model_is_the_bundled_one_or_a_clear_error(files, tmp_path, capsys):
-    from napari_sgnet.model import list_bundled
+def test_default_model_is_the_bundled_one(files, tmp_path):
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.model import bundled_model_dir
 
-    if "sgnet" in list_bundled():
-        pytest.skip("bundled weights present; covered by the model's own tests")
-    code = cli(str(files / "slide.tif"), "--out", str(tmp_path / "o"), "--no-progress")
-    assert code == EXIT_BAD_INPUT
-    assert "bundled" in capsys.readouterr().err
+    bundled = ModelConfig.load(bundled_model_dir("sgnet") / "config.json")
+    out = tmp_path / "o"
+    assert cli(str(files / "slide.tif"), "--out", str(out), "--no-progress") == EXIT_OK
+    (store_path,) = out.glob("*.sgnet.zarr")
+    model = LabelStore.open(store_path, mode="r").model
+    assert model["name"] == bundled.name
+    assert model["patch_size"] == bundled.patch_size
 
 
 def test_ctrl_c_exits_130_and_leaves_a_consistent_store(files, tmp_path, monkeypatch, capsys):

@@ -95,6 +95,7 @@ def test_levels_as_dask(store):
     levels = store.levels_as_dask()
     assert [tuple(a.shape) for a in levels] == store.level_shapes
     assert all(a.dtype == np.uint8 for a in levels)
+    assert store.confidence_as_dask().shape == store.level_shapes[0]
 
 
 # ---------------------------------------------------------------- writes

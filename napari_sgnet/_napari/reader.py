@@ -1,4 +1,4 @@
-"""npe2 reader: slides (SVS, NDPI, TIFF/OME-TIFF, flat images), OME-Zarr."""
+"""npe2 reader: slides (SVS, NDPI, TIFF/OME-TIFF, flat images), OME-Zarr, label stores."""
 
 from __future__ import annotations
 
@@ -46,7 +46,14 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
+    from napari_sgnet.io.labelstore import LabelStore
+
     for p in paths:
+        if LabelStore.is_store(p):  # a napari-sgnet label store: its slide + the labels
+            from napari_sgnet._napari.session import store_layers
+
+            layers.extend(store_layers(p))
+            continue
         pyramid = open_pyramid(p)
         log.info("opened %s", pyramid.summary())
         layers.append(image_layer_data(pyramid))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,9 @@ __all__ = [
     "RegionTooLargeError",
     "ReviewError",
     "ReviewSession",
+    "coarse_view_message",
     "store_transform",
+    "tiles_covering",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,47 @@ def store_transform(
         slide_translate[1] + (b - 1.0) / 2.0 * slide_scale[1],
     )
     return scale, translate
+
+
+def tiles_covering(box: Box, downsample: float, tile: int) -> int:
+    """Number of model tiles (``tile`` pixels at ``downsample``) a slide level-0 box meets."""
+    if box.is_empty:
+        return 0
+    x0, y0 = math.floor(box.x / downsample), math.floor(box.y / downsample)
+    x1, y1 = math.ceil(box.x1 / downsample), math.ceil(box.y1 / downsample)
+    return (math.ceil(x1 / tile) - x0 // tile) * (math.ceil(y1 / tile) - y0 // tile)
+
+
+def coarse_view_message(
+    view: ViewState, slide_box: Box, slide_scale: tuple[float, float], downsample: float,
+    tile: int, max_tiles: int = MAX_VIEW_TILES,
+) -> str | None:
+    """A message when a view is too zoomed out to run the model on, else ``None``.
+
+    Parameters
+    ----------
+    view : ViewState
+        The camera.
+    slide_box : Box
+        The visible region in slide level-0 pixels.
+    slide_scale : tuple of float
+        The slide layer's world scale.
+    downsample : float
+        The model's working downsample (slide level-0 pixels per model pixel).
+    tile : int
+        Model tile side in model pixels.
+    max_tiles : int
+        Most tiles a view may cover without asking.
+    """
+    n = tiles_covering(slide_box, downsample, tile)
+    if n <= max_tiles:
+        return None
+    ds = view_downsample(view, slide_scale)
+    return (
+        f"Zoomed out too far for the model: this view covers {n} tiles at the model's "
+        f"resolution (1 screen pixel = {ds:.1f} slide pixels, {ds / downsample:.1f} model "
+        f"pixels; limit {max_tiles}). Zoom in, or run on the visible area anyway."
+    )
 
 
 @dataclass
@@ -139,6 +183,9 @@ class ReviewSession:
         self.max_edit_side = int(max_edit_side)
         self.record = ReviewRecord(store.path, read_only=store.read_only)
         self.edit: EditRegion | None = None
+        # Serialises autosaves (which may run on a worker thread) with commit / discard,
+        # so an autosave can never resurrect an edit that was just committed.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -181,24 +228,11 @@ class ReviewSession:
         zoom = min(canvas_size[0] / max(y1 - y0, 1e-9), canvas_size[1] / max(x1 - x0, 1e-9))
         return ((y0 + y1) / 2.0, (x0 + x1) / 2.0), zoom / margin
 
-    def view_tiles(self, view: ViewState) -> int:
-        """Number of store tiles (the model's work units) the view covers."""
-        box = self.store_box(view)
-        if box.is_empty:
-            return 0
-        t = self.store.tile
-        return (math.ceil(box.x1 / t) - box.x // t) * (math.ceil(box.y1 / t) - box.y // t)
-
     def view_too_coarse(self, view: ViewState, max_tiles: int = MAX_VIEW_TILES) -> str | None:
         """A message when the view is too zoomed out to run the model on, else ``None``."""
-        n = self.view_tiles(view)
-        if n <= max_tiles:
-            return None
-        ds = view_downsample(view, self.slide_scale)
-        return (
-            f"Zoomed out too far for the model: the view covers {n} tiles at the model's "
-            f"resolution (1 screen pixel = {ds:.1f} slide pixels; limit {max_tiles}). "
-            "Zoom in, or run on the visible area anyway."
+        return coarse_view_message(
+            view, self.slide_box(view), self.slide_scale, self.store.base_downsample,
+            self.store.tile, max_tiles,
         )
 
     # ------------------------------------------------------------------ editing
@@ -274,18 +308,22 @@ class ReviewSession:
     def autosave(self, *, force: bool = False) -> bool:
         """Save the open edit into the store if it changed since the last autosave.
 
+        Safe to call from a worker thread while the main thread paints (the next
+        autosave catches whatever a stroke in progress added).
+
         Returns
         -------
         bool
             True when something was written.
         """
-        edit = self.edit
-        if edit is None or self.store.read_only or not (force or edit.unsaved):
-            return False
-        snapshot = np.array(edit.labels, dtype=np.uint8, copy=True)
-        self.record.save_pending(edit.box, snapshot, edit.original, now_iso())
-        edit._saved = snapshot
-        return True
+        with self._lock:
+            edit = self.edit
+            if edit is None or self.store.read_only or not (force or edit.unsaved):
+                return False
+            snapshot = np.array(edit.labels, dtype=np.uint8, copy=True)
+            self.record.save_pending(edit.box, snapshot, edit.original, now_iso())
+            edit._saved = snapshot
+            return True
 
     def commit(self, *, author: str | None = None, message: str | None = None) -> dict[str, Any]:
         """Write the person's changes to the store and close the edit.
@@ -299,25 +337,27 @@ class ReviewSession:
         dict
             The store's commit record (``pixels`` is 0 when nothing changed).
         """
-        edit = self._require_edit()
-        labels = np.asarray(edit.labels, dtype=np.uint8)
-        changed = labels != edit.original
-        if changed.any():
-            record = self.store.commit_edit(
-                edit.box, labels, mask=changed, author=author, message=message
-            )
-        else:
-            record = {"time": now_iso(), "box": list(edit.box.as_tuple()), "pixels": 0}
-        self.record.clear_pending()
-        self.record.add_reviewed(edit.box)
-        self.edit = None
-        return record
+        with self._lock:
+            edit = self._require_edit()
+            labels = np.asarray(edit.labels, dtype=np.uint8)
+            changed = labels != edit.original
+            if changed.any():
+                record = self.store.commit_edit(
+                    edit.box, labels, mask=changed, author=author, message=message
+                )
+            else:
+                record = {"time": now_iso(), "box": list(edit.box.as_tuple()), "pixels": 0}
+            self.record.clear_pending()
+            self.record.add_reviewed(edit.box)
+            self.edit = None
+            return record
 
     def discard(self) -> None:
         """Drop the open edit and its autosave (the caller confirms with the person first)."""
-        self._require_edit()
-        self.record.clear_pending()
-        self.edit = None
+        with self._lock:
+            self._require_edit()
+            self.record.clear_pending()
+            self.edit = None
 
     def _require_edit(self) -> EditRegion:
         if self.edit is None:

@@ -43,4 +43,6 @@ def synthetic_sample(size: int = 16384, seed: int = 2024) -> list[LayerData]:
         name=f"ground truth {seed}",
         opacity=0.4,
     )
+    if "units" in image[1]:  # napari warns when layers' units differ
+        truth[1]["units"] = image[1]["units"]
     return [image, truth]

@@ -25,6 +25,11 @@ SUBCOMMANDS: tuple[str, ...] = (
     "demo",
     "info",
     "synth",
+    "train",
+    "evaluate",
+    "export",
+    "predict",
+    "finetune",
 )
 
 

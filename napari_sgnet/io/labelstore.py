@@ -369,7 +369,12 @@ class LabelStore(LabelStoreBase):
 
     def levels_as_dask(self) -> list[da.Array]:
         """The label pyramid as lazy dask arrays (largest first), for napari's multiscale layer."""
-        return [
-            da.from_array(arr, chunks=arr.chunks, asarray=True, lock=False, inline_array=True)
-            for arr in self._labels
-        ]
+        return [_lazy(arr) for arr in self._labels]
+
+    def confidence_as_dask(self) -> da.Array:
+        """The level-0 confidence as a lazy dask array."""
+        return _lazy(self._confidence)
+
+
+def _lazy(arr: zarr.Array) -> da.Array:
+    return da.from_array(arr, chunks=arr.chunks, asarray=True, lock=False, inline_array=True)

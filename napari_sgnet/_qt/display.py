@@ -1,0 +1,123 @@
+"""How the controller shows a label store: prediction / confidence layers, palette, opacity.
+
+A mixin of :class:`~napari_sgnet._qt.controller.AppController`; it only touches layers,
+so it is only ever called on the main thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.notifications import show_warning
+
+from napari_sgnet._napari.session import (
+    confidence_layer_data,
+    layer_role,
+    prediction_layer_data,
+    slide_transform,
+)
+from napari_sgnet.palette import Palette, PaletteError, load_palette
+
+__all__ = ["LayerDisplay"]
+
+
+class LayerDisplay:
+    """Layer management for the controller (expects ``viewer``, ``session``, ``slide_layer``,
+    ``palette``, ``opacity``, ``show_confidence``, ``model`` and the Qt signals)."""
+
+    viewer: Any
+    session: Any
+    slide_layer: Any
+    model: Any
+    palette: Palette
+    opacity: float
+    show_confidence: bool
+    _user_palette: bool
+    _last_shown: Any
+
+    # ------------------------------------------------------------------ layers
+    def layer(self, role: str) -> Any:
+        """The layer with a napari-sgnet ``role`` for the current store, or ``None``."""
+        for layer in self.viewer.layers:
+            if layer_role(layer) == role:
+                return layer
+        return None
+
+    def ensure_layers(self) -> None:
+        """Add the prediction layer (and the confidence layer when on) if missing."""
+        if self.session is None:
+            return
+        scale, translate = slide_transform(self.slide_layer)
+        if self.layer("prediction") is None:
+            data, kw, _ = prediction_layer_data(
+                self.session.store, slide_scale=scale, slide_translate=translate,
+                palette=self.palette, opacity=self.opacity, units=self.slide_layer.units,
+            )
+            self.viewer.add_labels(data, **kw)
+            self._keep_on_top("edit")
+        if self.show_confidence and self.layer("confidence") is None:
+            data, kw, _ = confidence_layer_data(
+                self.session.store, slide_scale=scale, slide_translate=translate,
+                units=self.slide_layer.units,
+            )
+            self.viewer.add_image(data, **kw)
+            self._keep_on_top("edit")
+
+    def _keep_on_top(self, role: str) -> None:
+        layer = self.layer(role)
+        if layer is not None:
+            self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
+
+    def refresh_layers(self) -> None:
+        for role in ("prediction", "confidence"):
+            layer = self.layer(role)
+            if layer is not None:
+                layer.refresh()
+        if self._last_shown is not None:
+            self.shown.emit(self._last_shown)
+            self._last_shown = None
+
+    def set_confidence_visible(self, on: bool) -> None:
+        """Show or hide the confidence overlay."""
+        self.show_confidence = bool(on)
+        layer = self.layer("confidence")
+        if on:
+            self.ensure_layers()
+        elif layer is not None:
+            self.viewer.layers.remove(layer)
+
+    def set_opacity(self, value: float) -> None:
+        """Opacity of the prediction and edit layers (0-1)."""
+        self.opacity = float(value)
+        for role in ("prediction", "edit"):
+            layer = self.layer(role)
+            if layer is not None:
+                layer.opacity = self.opacity
+
+    def set_palette(self, palette: Palette, *, user: bool = True) -> None:
+        """Colour the label layers with ``palette`` (names and colours)."""
+        self.palette, self._user_palette = palette, user
+        colormap = DirectLabelColormap(color_dict=palette.napari_colors())
+        for role in ("prediction", "edit"):
+            layer = self.layer(role)
+            if layer is not None:
+                layer.colormap = colormap
+        self.palette_changed.emit(palette)
+
+    def load_palette(self, path: str | Path) -> bool:
+        """Load a palette JSON and apply it; False (with a message) when invalid."""
+        try:
+            palette = load_palette(path)
+        except PaletteError as exc:
+            self.report_error(exc)
+            return False
+        if self.model is not None and palette.num_classes != self.model.info.palette.num_classes:
+            show_warning(
+                f"{Path(path).name} has {palette.num_classes} classes but the model predicts "
+                f"{self.model.info.palette.num_classes}; colours are applied by label id."
+            )
+        self.set_palette(palette)
+        return True
+

@@ -1,0 +1,282 @@
+"""Review actions: edit region, commit, discard, autosave, next uncertain region, close guard.
+
+The state lives in :class:`~napari_sgnet._napari.review.ReviewSession`; this class
+shows it (the edit layer, the camera) and runs the slow parts on worker threads.
+Edits are never lost silently: an autosave runs every few seconds while the crop
+has unsaved changes, discarding asks first, and closing the window with an
+uncommitted edit asks whether to commit it or keep it for later.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from typing import Any
+
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import QWidget
+
+from napari_sgnet._napari.review import EditRegion, ReviewError
+from napari_sgnet._napari.session import camera_of, current_view, edit_layer_data, slide_transform
+from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.workers import function_worker, start_worker
+from napari_sgnet.geometry import Box
+
+__all__ = ["AUTOSAVE_MS", "ReviewActions"]
+
+log = logging.getLogger(__name__)
+
+#: Autosave period while an edit has unsaved changes.
+AUTOSAVE_MS = 5000
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in some containers
+        return None
+
+
+class ReviewActions(QObject):
+    """Edit / commit / discard / next-uncertain for an :class:`AppController`.
+
+    Parameters
+    ----------
+    controller : AppController
+        The app controller (model, slide, session, layers).
+    parent_widget : QWidget, optional
+        Parent for dialogs.
+    """
+
+    edit_changed = Signal(bool)
+    committed = Signal(object)  # the commit record
+    region_shown = Signal(object)  # the region "Next uncertain region" went to, or None
+
+    def __init__(self, controller: AppController, parent_widget: QWidget | None = None) -> None:
+        super().__init__()
+        self.c = controller
+        self.viewer = controller.viewer
+        self.parent_widget = parent_widget
+        self.selected_label = 1
+        self._committing = False
+        self._autosaving = False
+        self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
+        self._autosave_timer.timeout.connect(self.autosave_now)
+        controller.session_changed.connect(self._on_session)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    @property
+    def session(self) -> Any:
+        """The controller's review session (``None`` before the first run)."""
+        return self.c.session
+
+    # ------------------------------------------------------------------ edit layer
+    def _on_session(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        pending = session.pending()
+        if pending is not None and session.edit is None:
+            edit = session.restore_pending()
+            if edit is not None:
+                self._show_edit(edit)
+                show_info(
+                    f"Restored your uncommitted edit (autosaved {pending.saved}). "
+                    "Commit or discard it when you are done."
+                )
+        elif session.edit is not None and self.c.layer("edit") is None:
+            self._show_edit(session.edit)
+
+    def _show_edit(self, edit: EditRegion) -> Any:
+        scale, translate = slide_transform(self.c.slide_layer)
+        data, kwargs, _ = edit_layer_data(
+            edit, self.session.store, slide_scale=scale, slide_translate=translate,
+            palette=self.c.palette, opacity=max(self.c.opacity, 0.6),
+            units=self.c.slide_layer.units,
+        )
+        layer = self.viewer.add_labels(data, **kwargs)
+        self.session.set_edit_labels(layer.data)
+        layer.selected_label = self.selected_label
+        layer.brush_size = max(2, min(edit.box.w, edit.box.h) // 40)
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+        self._autosave_timer.start()
+        self.edit_changed.emit(True)
+        return layer
+
+    def set_selected_label(self, label: int) -> None:
+        """The class the brush paints (label id = class index + 1)."""
+        self.selected_label = int(label)
+        layer = self.c.layer("edit")
+        if layer is not None:
+            layer.selected_label = self.selected_label
+
+    def _remove_edit_layer(self) -> None:
+        self._autosave_timer.stop()
+        layer = self.c.layer("edit")
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+        self.edit_changed.emit(False)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
+        if (layer is not None and self.c.layer("edit") is None and self.session is not None
+                and self.session.edit is not None and not self._committing):
+            self._autosave_timer.stop()
+            if self.session.edit.dirty:
+                self.session.autosave()
+                show_info("The edit layer was removed; your edit is kept (autosaved). "
+                          "Click Edit region to bring it back.")
+            else:
+                self.session.discard()
+            self.edit_changed.emit(self.session.edit is not None)
+
+    # ------------------------------------------------------------------ actions
+    def edit_region(self) -> bool:
+        """Open the full-resolution labels of the current view for painting."""
+        if self.session is None:
+            self.c.status.emit("Run the model first: there are no labels to edit yet.")
+            return False
+        if self.session.edit is not None:
+            if self.c.layer("edit") is None:
+                self._show_edit(self.session.edit)
+            self.c.status.emit("An edit is already open: commit or discard it first.")
+            return False
+        try:
+            box = self.session.edit_box(current_view(self.viewer))
+            edit = self.session.start_edit(box)
+        except ReviewError as exc:
+            self.c.status.emit(str(exc))
+            show_warning(str(exc))
+            return False
+        self._show_edit(edit)
+        self.c.status.emit(
+            f"Editing {box.w} x {box.h} label pixels: paint with the brush (P), erase (E), "
+            "fill (F), undo (Ctrl+Z); then Commit."
+        )
+        return True
+
+    def commit(self) -> Any:
+        """Write the edit to the store on a worker thread; returns the worker (or ``None``)."""
+        session = self.session
+        if session is None or session.edit is None or self._committing:
+            self.c.status.emit("No edit to commit.")
+            return None
+        layer = self.c.layer("edit")
+        if layer is not None:  # freeze the crop: strokes after this point would be lost
+            layer.mode = "pan_zoom"
+            layer.editable = False
+        self._committing = True
+        self._autosave_timer.stop()
+        worker = function_worker(session.commit, author=_user())
+        worker.returned.connect(self._on_committed)
+        worker.errored.connect(self._on_commit_error)
+        start_worker(worker)
+        self.c.status.emit("Committing...")
+        return worker
+
+    def _on_committed(self, record: dict[str, Any]) -> None:
+        self._committing = False
+        self._remove_edit_layer()
+        self.c.refresh_layers()
+        self.c.status.emit(f"Committed {record['pixels']:,} changed pixels to the label store.")
+        self.committed.emit(record)
+
+    def _on_commit_error(self, exc: BaseException) -> None:
+        self._committing = False
+        layer = self.c.layer("edit")
+        if layer is not None:
+            layer.editable = True
+        self._autosave_timer.start()
+        self.c.report_error(exc)
+
+    def discard(self, *, ask: bool = True) -> bool:
+        """Drop the open edit (asking first when it has changes)."""
+        session = self.session
+        if session is None or session.edit is None:
+            return False
+        n = int(session.edit.changed.sum())
+        if n and ask and not dialogs.confirm(
+            self.parent_widget, "Discard edit",
+            f"Discard your changes to {n:,} pixels? This cannot be undone.", ok="Discard",
+        ):
+            return False
+        session.discard()
+        self._remove_edit_layer()
+        self.c.status.emit("Edit discarded." if n else "Edit closed (nothing had changed).")
+        return True
+
+    def autosave_now(self, *, background: bool = True) -> None:
+        """Autosave the open edit if it changed (on a worker thread by default)."""
+        session = self.session
+        if session is None or session.edit is None or self._autosaving or self._committing:
+            return
+        if not session.edit.unsaved:
+            return
+        if not background:
+            session.autosave()
+            return
+        self._autosaving = True
+        worker = function_worker(session.autosave)
+        worker.finished.connect(lambda: setattr(self, "_autosaving", False))
+        worker.errored.connect(self.c.report_error)
+        start_worker(worker)
+
+    def next_uncertain(self) -> Any:
+        """Find the least confident region not reviewed yet (on a worker), then go there.
+
+        Returns the worker (``None`` when there is nothing to review); ``region_shown``
+        is emitted with the region (or ``None`` when every region was reviewed).
+        """
+        session = self.session
+        if session is None:
+            self.c.status.emit("Run the model first: there is no confidence to review yet.")
+            return None
+        from napari_sgnet.io.uncertainty import next_uncertain_region
+
+        size = min(max(session.store.tile * 4, 512), session.max_edit_side)
+        worker = function_worker(next_uncertain_region, session.store, session.reviewed, size)
+        worker.returned.connect(self._go_to_region)
+        worker.errored.connect(self.c.report_error)
+        self.c.status.emit("Looking for the least confident region...")
+        start_worker(worker)
+        return worker
+
+    def _go_to_region(self, box: Box | None) -> None:
+        session = self.session
+        if box is None or session is None:
+            self.c.status.emit("Every predicted region has been reviewed.")
+            self.region_shown.emit(None)
+            return
+        session.mark_reviewed(box)
+        center, zoom = session.camera_for(box, tuple(self.viewer.canvas.size))
+        camera = camera_of(self.viewer)
+        camera.center, camera.zoom = center, zoom
+        self.c.status.emit(
+            f"Least confident region not yet reviewed: {box.w} x {box.h} label pixels at "
+            f"({box.x}, {box.y}). Edit region to correct it, or Next for the next one."
+        )
+        self.region_shown.emit(box)
+
+    # ------------------------------------------------------------------ closing
+    def close_guard(self) -> bool:
+        """Called before the window closes; False keeps it open."""
+        session = self.session
+        if session is None or session.edit is None:
+            return True
+        if not session.edit.dirty:
+            return True
+        choice = dialogs.ask_close(self.parent_widget, int(session.edit.changed.sum()))
+        if choice == "cancel":
+            return False
+        try:
+            if choice == "commit":
+                session.commit(author=_user())
+            else:
+                session.autosave(force=True)
+        except Exception as exc:
+            self.c.report_error(exc)
+            return False
+        return True

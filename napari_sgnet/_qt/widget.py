@@ -1,0 +1,298 @@
+"""The napari-sgnet dock widget: thin controls over :class:`AppController`.
+
+Each control calls one controller / review / export method (the same ones the tests
+and the benchmark call) and shows what the controller reports back.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_sgnet._napari.models import CURRENT
+from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.exports import EXPORTS, ExportActions
+from napari_sgnet._qt.model_picker import ModelPicker
+from napari_sgnet._qt.palette_view import PaletteView
+from napari_sgnet._qt.review_actions import ReviewActions
+from napari_sgnet.inference.request import DEVICES
+
+__all__ = ["SGNetWidget"]
+
+log = logging.getLogger(__name__)
+
+
+
+def _button(text: str, tip: str, slot: Any) -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tip)
+    button.clicked.connect(lambda *_: slot())
+    return button
+
+
+class _CloseGuard(QObject):
+    """Asks before the main window closes with an uncommitted edit; tidies up when it does."""
+
+    def __init__(self, widget: SGNetWidget) -> None:
+        super().__init__()
+        self.widget = widget
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Close:
+            if not self.widget.review.close_guard():
+                event.ignore()
+                return True
+            self.widget.shutdown()
+        return False
+
+
+class SGNetWidget(QWidget):
+    """Run SGNet on the slide, review the least confident regions, correct, export.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer (injected by napari).
+    model : optional
+        Model to select at start: ``None`` for the bundled one, a checkpoint folder
+        or a predictor.
+    store_dir : str or Path, optional
+        Where label stores go (default: beside the slide when writable).
+    """
+
+    def __init__(self, napari_viewer: Any, *, model: Any = None,
+                 store_dir: str | Path | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.controller = AppController(napari_viewer, store_dir=store_dir)
+        self.review = ReviewActions(self.controller, self)
+        self.exports = ExportActions(self.controller, self)
+        self._guarded = 0  # id() of the window with the close guard (no strong reference)
+        self._close_guard = _CloseGuard(self)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self._model_box())
+        layout.addWidget(self._run_box())
+        layout.addWidget(self._display_box())
+        layout.addWidget(self._review_box())
+        layout.addWidget(self._export_box())
+        layout.addStretch(1)
+        self._connect()
+        self.controller.attach()
+        self._select_model(model)
+
+    # ------------------------------------------------------------------ sections
+    def _model_box(self) -> QGroupBox:
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.model_combo = ModelPicker()
+        self.model_combo.chosen.connect(self._on_model_chosen)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.currentTextChanged.connect(self.controller.set_device)
+        form.addRow("Model", self.model_combo)
+        form.addRow(self.model_label)
+        form.addRow("Device", self.device_combo)
+        return box
+
+    def _run_box(self) -> QGroupBox:
+        box = QGroupBox("Predict")
+        grid = QGridLayout(box)
+        c = self.controller
+        self.run_view_btn = _button("Run on view", "Predict what you see, centre first.",
+                                    c.run_on_view)
+        self.run_slide_btn = _button("Run whole slide", "Predict every tile of the slide "
+                                     "(resumes where a previous run stopped).", c.run_whole_slide)
+        self.follow_check = QCheckBox("Follow the view (re-run after pan / zoom)")
+        self.follow_check.setChecked(c.follow_view)
+        self.follow_check.toggled.connect(lambda on: setattr(c, "follow_view", bool(on)))
+        self.coarse_label = QLabel("")
+        self.coarse_label.setWordWrap(True)
+        self.coarse_label.setStyleSheet("color: #f0a030;")
+        self.force_btn = _button("Run on the visible area anyway", "Predict every tile "
+                                 "in view, however many.", lambda: c.run_on_view(force=True))
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.cancel_btn = _button("Cancel", "Stop after the current batch; finished tiles "
+                                  "are kept.", c.cancel)
+        self.cancel_btn.setEnabled(False)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        grid.addWidget(self.run_view_btn, 0, 0)
+        grid.addWidget(self.run_slide_btn, 0, 1)
+        grid.addWidget(self.follow_check, 1, 0, 1, 2)
+        grid.addWidget(self.coarse_label, 2, 0, 1, 2)
+        grid.addWidget(self.force_btn, 3, 0, 1, 2)
+        grid.addWidget(self.progress_bar, 4, 0)
+        grid.addWidget(self.cancel_btn, 4, 1)
+        grid.addWidget(self.status_label, 5, 0, 1, 2)
+        self._show_coarse("")
+        return box
+
+    def _display_box(self) -> QGroupBox:
+        box = QGroupBox("Classes and display")
+        lay = QVBoxLayout(box)
+        self.palette_view = PaletteView(self.controller.palette)
+        self.palette_view.label_selected.connect(self.review.set_selected_label)
+        lay.addWidget(self.palette_view)
+        row = QHBoxLayout()
+        row.addWidget(_button("Load palette...", "Class names and colours from a JSON file "
+                              '({"name": ..., "classes": [{"name", "color"}]}).',
+                              self._load_palette))
+        self.confidence_check = QCheckBox("Show confidence")
+        self.confidence_check.setToolTip("Highlight pixels the model is unsure about.")
+        self.confidence_check.toggled.connect(self.controller.set_confidence_visible)
+        row.addWidget(self.confidence_check)
+        lay.addLayout(row)
+        form = QFormLayout()
+        self.opacity_slider = QSlider(Qt.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(int(self.controller.opacity * 100))
+        self.opacity_slider.valueChanged.connect(lambda v: self.controller.set_opacity(v / 100))
+        form.addRow("Opacity", self.opacity_slider)
+        lay.addLayout(form)
+        return box
+
+    def _review_box(self) -> QGroupBox:
+        box = QGroupBox("Review and correct")
+        grid = QGridLayout(box)
+        r = self.review
+        self.next_btn = _button("Next uncertain region", "Go to the least confident region "
+                                "not reviewed yet.", r.next_uncertain)
+        self.edit_btn = _button("Edit region", "Open the labels in view at full resolution "
+                                "for the brush, eraser and fill.", r.edit_region)
+        self.commit_btn = _button("Commit", "Save the correction; later runs keep it.", r.commit)
+        self.discard_btn = _button("Discard", "Drop the correction.", r.discard)
+        grid.addWidget(self.next_btn, 0, 0, 1, 2)
+        grid.addWidget(self.edit_btn, 1, 0, 1, 2)
+        grid.addWidget(self.commit_btn, 2, 0)
+        grid.addWidget(self.discard_btn, 2, 1)
+        self._on_edit_changed(False)
+        return box
+
+    def _export_box(self) -> QGroupBox:
+        box = QGroupBox("Export")
+        grid = QGridLayout(box)
+        for i, (kind, (label, tip)) in enumerate(EXPORTS.items()):
+            btn = _button(label, tip, lambda k=kind: self.exports.export_with_dialog(k))
+            grid.addWidget(btn, i // 2, i % 2)
+        self.store_label = QLabel("")
+        self.store_label.setWordWrap(True)
+        self.store_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        grid.addWidget(self.store_label, 2, 0, 1, 2)
+        return box
+
+    # ------------------------------------------------------------------ wiring
+    def _connect(self) -> None:
+        c = self.controller
+        c.status.connect(self.status_label.setText)
+        c.progress.connect(self._on_progress)
+        c.busy.connect(self.cancel_btn.setEnabled)
+        c.coarse_view.connect(self._show_coarse)
+        c.model_changed.connect(self._on_model_changed)
+        c.palette_changed.connect(self.palette_view.set_palette)
+        c.session_changed.connect(self._update_store_label)
+        self.review.edit_changed.connect(self._on_edit_changed)
+        self.exports.progress.connect(self._on_progress)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress_bar.setRange(0, max(total, 1))
+        self.progress_bar.setValue(done)
+
+    def _show_coarse(self, message: str) -> None:
+        self.coarse_label.setText(message)
+        self.coarse_label.setVisible(bool(message))
+        self.force_btn.setVisible(bool(message))
+
+    def _on_edit_changed(self, editing: bool) -> None:
+        self.commit_btn.setEnabled(editing)
+        self.discard_btn.setEnabled(editing)
+
+    def _update_store_label(self) -> None:
+        path = self.controller.store_path
+        if path is None:
+            self.store_label.setText("")
+            return
+        home = Path.home()
+        shown = f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
+        if len(shown) > 60:
+            shown = f".../{path.parent.name}/{path.name}"
+        self.store_label.setText(f"Labels are saved in: {shown}")
+        self.store_label.setToolTip(str(path))
+
+    def _on_model_changed(self, summary: str, error: str) -> None:
+        if error:
+            self.model_label.setText(error)
+            self.model_label.setStyleSheet("color: #f0a030;")
+        else:
+            self.model_label.setText(summary)
+            self.model_label.setStyleSheet("")
+        self._update_store_label()
+
+    def _select_model(self, model: Any) -> None:
+        if model is None:
+            model = CURRENT.path  # e.g. a model fine-tuned in this session
+        self.model_combo.select(model)
+        self.controller.set_model(model)
+        CURRENT.connect(self._on_current_model)
+
+    def _on_model_chosen(self, source: Any) -> None:
+        if self.controller.set_model(source) and isinstance(source, Path):
+            CURRENT.set(source)  # the fine-tune widget starts from the model in use
+
+    def _on_current_model(self, path: Path | None) -> None:
+        """Another widget chose a model (e.g. "Use this model" after fine-tuning)."""
+        current = self.controller.model
+        if current is not None and path is not None and current.spec.path == path.resolve():
+            return
+        self.model_combo.select(path)
+        self.controller.set_model(path)
+
+    def _load_palette(self) -> None:
+        path = dialogs.ask_open_file(self, "Load a class palette", Path.home(), "JSON (*.json)")
+        if path is not None:
+            self.controller.load_palette(path)
+
+    # ------------------------------------------------------------------ lifecycle
+    def showEvent(self, event: Any) -> None:
+        """Install the close guard on the main window once the dock is shown."""
+        super().showEvent(event)
+        window = self.window()
+        if not isinstance(window, QMainWindow):
+            window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if window is not None and id(window) != self._guarded:
+            window.installEventFilter(self._close_guard)
+            self._guarded = id(window)
+
+    def shutdown(self) -> None:
+        """Keep the edit (autosave), stop the running job, stop listening (window closing)."""
+        self.review.autosave_now(background=False)
+        self.controller.shutdown()
+        CURRENT.disconnect(self._on_current_model)
+
+    def closeEvent(self, event: Any) -> None:
+        """The dock is closed: the same tidying up as when the window closes."""
+        self.shutdown()
+        super().closeEvent(event)

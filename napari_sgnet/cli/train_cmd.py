@@ -1,0 +1,244 @@
+"""``napari-sgnet train``: train SGNet (or its baseline) on slides, synthetic slides or patches."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_data_arguments", "register", "run"]
+
+#: Flags whose defaults are filled in after a possible resume (None = "not given").
+_MODEL_DEFAULTS = {"arch": "deeplabv3plus_small", "patch_size": 128, "mpp": 4.0}
+_TRAIN_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 2e-4, "seed": 0}
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Options selecting training / validation data (shared with ``evaluate``)."""
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--synthetic-train-seeds",
+        metavar="SEEDS",
+        default=None,
+        help="generated training slides, e.g. 0,1,2 or 0-7",
+    )
+    g.add_argument(
+        "--synthetic-val-seeds",
+        metavar="SEEDS",
+        default=None,
+        help="generated held-out slides (disjoint from the training seeds)",
+    )
+    g.add_argument(
+        "--size",
+        type=int,
+        default=16384,
+        help="side of generated slides in level-0 px at 0.5 µm/px (default 16384)",
+    )
+    g.add_argument(
+        "--slide",
+        type=Path,
+        action="append",
+        default=[],
+        help="training slide (repeatable; pair each with --labels)",
+    )
+    g.add_argument(
+        "--labels",
+        type=Path,
+        action="append",
+        default=[],
+        help="ground-truth label image for the --slide at the same position",
+    )
+    g.add_argument("--val-slide", type=Path, action="append", default=[], help="held-out slide")
+    g.add_argument(
+        "--val-labels",
+        type=Path,
+        action="append",
+        default=[],
+        help="ground truth for the --val-slide at the same position",
+    )
+    g.add_argument(
+        "--patches",
+        type=Path,
+        action="append",
+        default=[],
+        help="exported patch folder to train on (repeatable)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser(
+        "train",
+        help="train SGNet or its baseline",
+        description="Train SGNet (general branch + surrounding-context branch) or, with "
+        "--baseline, the same general branch alone. Writes OUT/step-N, OUT/last and OUT/best "
+        "(model.safetensors + config.json + resumable optimizer state).",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_data_arguments(p)
+    m = p.add_argument_group("model")
+    m.add_argument("--arch", default=None, help="general branch (default deeplabv3plus_small)")
+    m.add_argument("--baseline", action="store_true", help="train the general branch alone")
+    m.add_argument("--patch-size", type=int, default=None, help="local patch side (default 128)")
+    m.add_argument("--mpp", type=float, default=None, help="working µm/px (default 4.0)")
+    m.add_argument("--name", default=None, help="model name stored in config.json")
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--steps", type=int, default=None, help="total steps (default 2000)")
+    t.add_argument("--batch-size", type=int, default=None, help="samples per step (default 8)")
+    t.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default 2e-4)")
+    t.add_argument("--seed", type=int, default=None, help="init + data seed (default 0)")
+    t.add_argument("--val-every", type=int, default=250)
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    t.add_argument("--resume", action="store_true", help="continue OUT/last")
+    t.add_argument("--init", type=Path, default=None, help="start from these weights")
+    p.set_defaults(func=run)
+
+
+def _pairs(slides: list[Path], labels: list[Path], what: str) -> list[tuple[Path, Path]]:
+    if len(slides) != len(labels):
+        raise ValueError(f"{len(slides)} {what} slide(s) but {len(labels)} label image(s)")
+    return list(zip(slides, labels, strict=True))
+
+
+def build_sources(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
+    """Training sources, validation sources and their JSON description from the arguments."""
+    from napari_sgnet.training.sources import describe_sources, file_source, parse_seeds
+    from napari_sgnet.training.sources import synthetic_source as synth
+
+    train_seeds = parse_seeds(args.synthetic_train_seeds)
+    val_seeds = parse_seeds(args.synthetic_val_seeds)
+    if set(train_seeds) & set(val_seeds):
+        overlap = sorted(set(train_seeds) & set(val_seeds))
+        raise ValueError(f"training and held-out seeds overlap: {overlap}")
+    train = [synth(s, args.size) for s in train_seeds]
+    train += [file_source(s, lab) for s, lab in _pairs(args.slide, args.labels, "training")]
+    val = [synth(s, args.size) for s in val_seeds]
+    val += [file_source(s, lab) for s, lab in _pairs(args.val_slide, args.val_labels, "held-out")]
+    description: dict[str, Any] = {
+        "train_slides": describe_sources(train),
+        "val_slides": describe_sources(val),
+        "patch_folders": [str(p) for p in args.patches],
+    }
+    if train_seeds or val_seeds:
+        description["synthetic"] = {
+            "generator": "napari_sgnet.synthetic",
+            "train_seeds": train_seeds,
+            "val_seeds": val_seeds,
+            "size": args.size,
+            "mpp": 0.5,
+        }
+    return train, val, description
+
+
+def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.training.config import TrainConfig
+    from napari_sgnet.training.state import read_trainer_state
+
+    overrides = {k: getattr(args, k) for k in _TRAIN_DEFAULTS if getattr(args, k) is not None}
+    extra = {
+        "val_every": args.val_every,
+        "checkpoint_every": args.checkpoint_every,
+        "device": args.device,
+        "precision": args.precision,
+        "num_workers": args.workers,
+        "num_threads": args.threads,
+    }
+    if args.resume:
+        last = args.out / "last"
+        model_config = ModelConfig.load(last / "config.json").replace(training={}, metrics={})
+        saved = read_trainer_state(last).get("train_config", {})
+        train_config = TrainConfig.from_dict({**saved, **extra, **overrides})
+        return model_config, train_config
+    model_args = {
+        k: getattr(args, k) if getattr(args, k) is not None else v
+        for k, v in _MODEL_DEFAULTS.items()
+    }
+    kind = "baseline" if args.baseline else "sgnet"
+    model_config = ModelConfig(
+        general_branch=model_args["arch"],
+        use_context=not args.baseline,
+        patch_size=model_args["patch_size"],
+        mpp=model_args["mpp"],
+        name=args.name or kind,
+    )
+    train_config = TrainConfig(**{**_TRAIN_DEFAULTS, **overrides}, **extra)
+    return model_config, train_config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the best checkpoint went."""
+    from tqdm import tqdm
+
+    from napari_sgnet.config import ConfigError
+    from napari_sgnet.model import CheckpointError
+    from napari_sgnet.training.dataset import DataError, PatchFolderSampler, SlideSampler
+    from napari_sgnet.training.patches import PatchFolderError, read_patch_folder
+    from napari_sgnet.training.state import TrainStateError
+    from napari_sgnet.training.trainer import TrainError, TrainProgress, train
+
+    try:
+        model_config, train_config = _configs(args)
+        train_src, val_src, description = build_sources(args)
+        samplers: list[Any] = [
+            SlideSampler(s, model_config, train_config.max_unlabelled, train_config.balance_classes)
+            for s in train_src
+        ]
+        samplers += [PatchFolderSampler(read_patch_folder(p), model_config) for p in args.patches]
+        if not samplers:
+            print(
+                "error: no training data: give --synthetic-train-seeds, --slide/--labels or "
+                "--patches",
+                file=sys.stderr,
+            )
+            return 2
+        bar = tqdm(total=train_config.steps, unit="step", dynamic_ncols=True)
+
+        def progress(p: TrainProgress) -> None:
+            if bar.n == 0 and p.step > 1:
+                bar.n = p.step - 1
+            bar.update(1)
+            post = {"loss": f"{p.loss:.3f}", "lr": f"{p.lr:.1e}"}
+            if p.val is not None and p.val.get("miou") is not None:
+                post["val_mIoU"] = f"{p.val['miou']:.3f}"
+                tqdm.write(f"step {p.step}: held-out mIoU {p.val['miou']:.4f}")
+            bar.set_postfix(post, refresh=False)
+
+        result = train(
+            model_config,
+            samplers,
+            args.out,
+            train_config,
+            val_src,
+            resume=args.resume,
+            init_checkpoint=args.init,
+            data_description=description,
+            progress=progress,
+        )
+        bar.close()
+    except (
+        ConfigError,
+        CheckpointError,
+        DataError,
+        PatchFolderError,
+        TrainError,
+        TrainStateError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"trained {result.steps} steps in {result.wall_time_s / 60:.1f} min; "
+        f"best checkpoint: {result.best_dir}"
+    )
+    held_out = result.config.metrics.get("held_out")
+    if held_out:
+        print(
+            f"held-out mIoU {held_out['miou']:.4f}, pixel accuracy {held_out['pixel_accuracy']:.4f}"
+        )
+    return 0

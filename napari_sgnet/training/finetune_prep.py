@@ -1,0 +1,141 @@
+"""Fine-tuning preparation: the parent model, its identity, the split and the samplers."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_sgnet.model import (
+    CheckpointError,
+    SegmentationModel,
+    bundled_model_dir,
+    load_checkpoint,
+)
+from napari_sgnet.training.corrections import CorrectionSet, FinetuneError
+from napari_sgnet.training.dataset import DataError, PatchFolderSampler, SampleSource
+from napari_sgnet.training.finetune_config import FinetuneConfig
+from napari_sgnet.training.lineage import file_sha256
+from napari_sgnet.training.region_sampler import RegionSampler, patch_training_folder
+from napari_sgnet.training.splits import Split, class_counts, split_regions
+
+__all__ = [
+    "build_samplers",
+    "check_classes",
+    "parent_info",
+    "resolve_parent",
+    "split_corrections",
+    "state_sha256",
+]
+
+log = logging.getLogger(__name__)
+
+
+def state_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's tensors (sorted names, dtype, shape, bytes): file-independent."""
+    digest = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resolve_parent(base_model: Any) -> tuple[SegmentationModel, Path | None]:
+    """The parent model (on CPU, never modified) and its checkpoint folder when it has one."""
+    if isinstance(base_model, SegmentationModel):
+        return copy.deepcopy(base_model).to("cpu").eval(), None
+    try:
+        path = bundled_model_dir("sgnet") if base_model is None else Path(base_model)
+        model = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise FinetuneError(f"cannot load the model to fine-tune: {exc}") from exc
+    return model, path if path.is_dir() else path.parent
+
+
+def parent_info(model: SegmentationModel, path: Path | None) -> dict[str, Any]:
+    cfg = model.config
+    weights = path / "model.safetensors" if path is not None else None
+    lineage = cfg.training.get("lineage", {}) if isinstance(cfg.training, dict) else {}
+    return {
+        "name": cfg.name,
+        "path": str(path) if path is not None else None,
+        "architecture_hash": cfg.architecture_hash(),
+        "weights_sha256": file_sha256(weights) if weights is not None else None,
+        "state_sha256": state_sha256(model),
+        "generation": int(lineage.get("generation", 0)),
+    }
+
+
+def check_classes(sets: Sequence[CorrectionSet], cfg: Any, fc: FinetuneConfig) -> list[str]:
+    counts = class_counts((r for s in sets for r in s.regions), cfg.num_classes)
+    present = [cfg.palette.names[k - 1] for k in range(1, len(counts)) if counts[k] > 0]
+    if len(present) >= 2:
+        return []
+    message = (
+        f"the corrections hold only one class ({', '.join(present) or 'none'}); fine-tuning on "
+        "one class teaches the model to predict it everywhere. Correct regions of at least two "
+        "classes"
+    )
+    if not fc.allow_single_class:
+        paths = ", ".join(str(s.path) for s in sets)
+        raise FinetuneError(f"{paths}: {message} (or allow single-class fine-tuning explicitly)")
+    log.warning(message)
+    return [message]
+
+
+def split_corrections(sets: Sequence[CorrectionSet], fc: FinetuneConfig) -> Split:
+    regions = [r for s in sets for r in s.regions]
+    if len(regions) < 2:
+        paths = ", ".join(str(s.path) for s in sets)
+        raise FinetuneError(
+            f"{paths}: only {len(regions)} corrected region(s); at least 2 are needed so that "
+            "one can be held out to measure the fine-tuning (correct another region)"
+        )
+    return split_regions(regions, fc.holdout_fraction, fc.seed)
+
+
+def build_samplers(
+    sets: Sequence[CorrectionSet], split: Split, cfg: Any, fc: FinetuneConfig
+) -> tuple[list[SampleSource], int, list[str]]:
+    exclusions: dict[str, list] = {}
+    for r in split.held_out:
+        exclusions.setdefault(r.group, []).append(r.box)
+    samplers: list[SampleSource] = []
+    dropped, problems = 0, []
+    for index, cs in enumerate(sets):
+        regions = [r for r in split.train if r.source == index]
+        if not regions:
+            continue
+        try:
+            if cs.kind == "store":
+                excl = sorted(
+                    {b for r in regions for b in exclusions.get(r.group, [])},
+                    key=lambda b: (b.y, b.x),
+                )
+                samplers.append(
+                    RegionSampler(
+                        cs.image,
+                        cs.level,
+                        regions,
+                        excl,
+                        cfg,
+                        fc.max_unlabelled,
+                        fc.balance_classes,
+                    )
+                )
+            else:
+                folder, n = patch_training_folder(cs.folder, regions, exclusions, cfg)
+                dropped += n
+                if len(folder):
+                    samplers.append(PatchFolderSampler(folder, cfg))
+        except DataError as exc:
+            problems.append(f"{cs.path}: {exc}")
+    if not samplers:
+        raise FinetuneError("no usable training patches: " + ("; ".join(problems) or "none"))
+    return samplers, dropped, problems
