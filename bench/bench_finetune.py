@@ -2,7 +2,7 @@
 
     python bench/bench_finetune.py [--k 24] [--region-tiles 1] [--steps 150] [--lr 1e-4]
         [--size 16384] [--shift -3] [--base bundled|train|DIR] [--base-steps 300] [--arch fcn_lite]
-        [--threads 2] [--out bench_out/finetune] [--json-out FILE]
+        [--threads 2] [--out DIR] [--json-out FILE]
 
 1. The parent model: the bundled SGNet when installed (``--base bundled``), else one trained
    here (``--arch``, default the light ``fcn_lite`` general branch, so that it runs on a CPU)
@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,8 @@ def main() -> int:
     p.add_argument("--arch", default="fcn_lite", help="general branch of a base trained here")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", type=Path, default=Path("bench_out/finetune"))
+    p.add_argument("--out", type=Path, default=None,
+                   help="work folder (store, models); default a new temporary folder")
     p.add_argument("--json-out", type=Path, default=None)
     args = p.parse_args()
 
@@ -133,7 +135,10 @@ def main() -> int:
     from napari_sgnet.training.finetune import FinetuneConfig, StoreCorrections, finetune
 
     torch.set_num_threads(args.threads)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     args.out.mkdir(parents=True, exist_ok=True)
+    print(f"work folder: {args.out}", flush=True)
     t_all = time.perf_counter()
     print("parent model ...", flush=True)
     base, base_note = _base_model(args, args.out)

@@ -17,7 +17,7 @@ from typing import Any
 
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Qt, QThreadPool, Signal
+from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 
 from napari_sgnet._napari.models import CURRENT, list_models
 from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.workers import start_worker
 from napari_sgnet.io.errors import SlideError
 from napari_sgnet.io.labelstore import LabelStore
 
@@ -55,22 +56,6 @@ def _fmt_eta(seconds: float | None) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def ensure_pool_headroom(spare: int = 2) -> None:
-    """Keep threads free in Qt's global thread pool while long workers run there.
-
-    napari's thread workers run on ``QThreadPool.globalInstance()``, and so does Qt's own
-    multi-threaded image conversion used when the main thread paints; the main thread waits for
-    that conversion while holding the GIL. With every pool thread busy in a Python worker (a
-    2-core machine has 2 pool threads: e.g. inference + fine-tuning), those workers wait for the
-    GIL, the conversion never runs and the GUI deadlocks. A minutes-long fine-tuning worker must
-    therefore never take the last free threads.
-    """
-    pool = QThreadPool.globalInstance()
-    need = pool.activeThreadCount() + 1 + spare
-    if pool.maxThreadCount() < need:
-        pool.setMaxThreadCount(need)
 
 
 class _Bridge(QObject):
@@ -305,8 +290,7 @@ class FinetuneWidget(QWidget):
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.status_label.setText("Reading corrections...")
-        ensure_pool_headroom()
-        self._worker.start()
+        start_worker(self._worker)  # the app's own pool, never Qt's global one (see workers.py)
         return True
 
     def cancel(self) -> None:
@@ -362,10 +346,7 @@ class FinetuneWidget(QWidget):
         if self.result is None or self.result.checkpoint is None:
             return False
         path = Path(self.result.checkpoint)
-        CURRENT.set(path)
-        controller = self._review_controller()
-        if controller is not None:
-            controller.set_model(path)
+        CURRENT.set(path)  # the review widget listens and switches its model
         self.refresh_models(select=path)
         self.use_btn.setEnabled(False)
         self.status_label.setText(f"Now using {path.name}.")
