@@ -152,9 +152,6 @@ def test_omezarr_from_plain_array_builds_the_store_pyramid(store: LabelStore, tm
 
 
 def test_omezarr_opens_with_project_reader(store: LabelStore, tmp_path: Path):
-    io = pytest.importorskip("napari_sgnet.io")
-    if not hasattr(io, "open_pyramid"):
-        pytest.skip("slide readers not available")
     out = export_omezarr(store, tmp_path / "r.ome.zarr")
     from napari_sgnet._napari.reader import get_reader
 
