@@ -157,7 +157,11 @@ def test_omezarr_opens_with_project_reader(store: LabelStore, tmp_path: Path):
 
     reader = get_reader(str(out))
     assert reader is not None
-    data = reader(str(out))[0][0]
+    data, kwargs, layer_type = reader(str(out))[0]
+    assert layer_type == "labels"
+    assert kwargs["colormap"][1][:3] == pytest.approx(
+        tuple(c / 255 for c in store.palette.classes[0].color)
+    )
     level0 = data[0] if isinstance(data, list) else data
     np.testing.assert_array_equal(np.asarray(level0).squeeze(), store_levels(store)[0])
 

@@ -54,7 +54,38 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
             layers.extend(store_layers(p))
             continue
+        if _is_label_image(Path(p)):  # an exported OME-Zarr label image: a coloured labels layer
+            layers.append(_label_image_layer(Path(p)))
+            continue
         pyramid = open_pyramid(p)
         log.info("opened %s", pyramid.summary())
         layers.append(image_layer_data(pyramid))
     return layers
+
+
+def _is_label_image(path: Path) -> bool:
+    """True for an OME-Zarr group whose attributes carry ``image-label`` (NGFF 0.4 or 0.5)."""
+    import json
+
+    for meta in ("zarr.json", ".zattrs"):
+        f = path / meta
+        if path.is_dir() and f.is_file():
+            try:
+                attrs = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return False
+            attrs = attrs.get("attributes", attrs)
+            return "image-label" in attrs.get("ome", attrs)
+    return False
+
+
+def _label_image_layer(path: Path) -> LayerData:
+    """A labels layer (palette colours, µm scale) for an exported OME-Zarr label image."""
+    from napari_sgnet._napari.layers import labels_layer_data
+    from napari_sgnet.io.exporters import read_omezarr_labels
+
+    source = read_omezarr_labels(path)
+    step = (source.mpp or 1.0) * source.base_downsample
+    return labels_layer_data(
+        list(source.levels), source.palette, scale=(step, step), name=source.name or path.stem
+    )
