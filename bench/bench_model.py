@@ -107,7 +107,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(batch)
         local = torch.randn(batch, 3, p, p, generator=g).to(device)
         context = torch.randn(batch, 3, a, a, generator=g).to(device)
-        dtypes = [torch.float32] + ([torch.bfloat16] if batch in bf16_batches else [])
+        with_bf16 = batch in bf16_batches and args.bf16_repeats > 0
+        dtypes = [torch.float32] + ([torch.bfloat16] if with_bf16 else [])
         for dtype in dtypes:
             bf16 = dtype == torch.bfloat16
             for name, model in models.items():
