@@ -90,16 +90,7 @@ def _describe_checkpoint(path: Path) -> ModelSpec:
         config = ModelConfig.load(path / CONFIG_FILE)
     except ConfigError as exc:
         raise RequestError(str(exc)) from exc
-    arch = config.architecture_hash()
-    info = ModelInfo(
-        name=config.name,
-        model_id=f"{config.name}:{arch[:12]}:{_file_digest(weights)[:12]}",
-        config_hash=arch,
-        patch_size=int(config.patch_size),
-        context_factor=float(config.context_factor) if config.use_context else None,
-        mpp=config.mpp,
-        palette=config.palette,
-    )
+    info = ModelInfo.from_config(config, _file_digest(weights))
     return ModelSpec(info=info, path=path.resolve())
 
 

@@ -88,17 +88,7 @@ def model_info_from_module(module: torch.nn.Module, weights_digest: str | None =
     config = getattr(module, "config", None)
     if config is None:
         raise RequestError(f"model {type(module).__name__} has no .config (ModelConfig)")
-    arch = config.architecture_hash()
-    weights = weights_digest or module_digest(module)
-    return ModelInfo(
-        name=config.name,
-        model_id=f"{config.name}:{arch[:12]}:{weights[:12]}",
-        config_hash=arch,
-        patch_size=int(config.patch_size),
-        context_factor=float(config.context_factor) if config.use_context else None,
-        mpp=config.mpp,
-        palette=config.palette,
-    )
+    return ModelInfo.from_config(config, weights_digest or module_digest(module))
 
 
 class TorchPredictor:

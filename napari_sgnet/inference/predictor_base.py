@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from napari_sgnet.config import ModelConfig
 from napari_sgnet.palette import Palette
 
 __all__ = ["CallablePredictor", "ModelInfo", "Predictor", "crop_valid"]
@@ -48,6 +49,24 @@ class ModelInfo:
     context_factor: float | None
     mpp: float | None
     palette: Palette
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, weights_digest: str) -> ModelInfo:
+        """Describe a model by its config and a digest of its weights.
+
+        The id combines the name, the architecture hash and the weights digest, so the
+        same checkpoint described from its files or from the loaded module agrees.
+        """
+        arch = config.architecture_hash()
+        return cls(
+            name=config.name,
+            model_id=f"{config.name}:{arch[:12]}:{weights_digest[:12]}",
+            config_hash=arch,
+            patch_size=int(config.patch_size),
+            context_factor=float(config.context_factor) if config.use_context else None,
+            mpp=config.mpp,
+            palette=config.palette,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record (stored in the label store)."""
