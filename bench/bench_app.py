@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari.qt import get_qapp
 
-    from napari_sgnet._napari.models import choose_model, warm_up
+    from napari_sgnet.app.models import choose_model, warm_up
 
     app = get_qapp()
     model = Path(args.model) if args.model else None

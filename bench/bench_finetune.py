@@ -132,7 +132,7 @@ def main() -> int:
     from napari_sgnet.inference import predict_slide
     from napari_sgnet.io.labelstore import LabelStore
     from napari_sgnet.synthetic import SynthConfig, generate_slide
-    from napari_sgnet.training.finetune import FinetuneConfig, StoreCorrections, finetune
+    from napari_sgnet.training.finetune.run import FinetuneConfig, StoreCorrections, finetune
 
     torch.set_num_threads(args.threads)
     if args.out is None:

@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 
 def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
-    from napari_sgnet.app import main
     from napari_sgnet.config import ModelConfig
     from napari_sgnet.io.labelstore import LabelStore
+    from napari_sgnet.launch import main
     from napari_sgnet.model import build_model, save_checkpoint
 
     torch.manual_seed(0)
@@ -43,7 +43,7 @@ def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
 
 
 def test_headless_demo_without_a_model_says_so(tmp_path, capsys, monkeypatch):
-    from napari_sgnet.app import main
+    from napari_sgnet.launch import main
 
     code = main(["demo", "--headless", "--model", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "out")])

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
 from napari_sgnet.io.exporters import (
     export_geojson,
     export_omezarr,

@@ -20,22 +20,27 @@ from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.model import build_model, load_checkpoint, save_checkpoint
 from napari_sgnet.palette import GLEASON, ClassInfo, Palette
+from napari_sgnet.registry import file_sha256, finetuned_name, root_name
 from napari_sgnet.training.augment import AugmentConfig
-from napari_sgnet.training.corrections import StoreCorrections, load_corrections
-from napari_sgnet.training.finetune import (
+from napari_sgnet.training.finetune.corrections import StoreCorrections, load_corrections
+from napari_sgnet.training.finetune.region_sampler import (
+    RegionSampler,
+    patch_context_box,
+    patch_training_folder,
+)
+from napari_sgnet.training.finetune.run import (
     FinetuneConfig,
     FinetuneError,
     NoCorrectionsError,
     PatchCorrections,
     finetune,
 )
-from napari_sgnet.training.lineage import file_sha256, finetuned_name, root_name
-from napari_sgnet.training.region_sampler import (
-    RegionSampler,
-    patch_context_box,
-    patch_training_folder,
+from napari_sgnet.training.finetune.splits import (
+    Region,
+    merge_boxes,
+    regions_from_mask,
+    split_regions,
 )
-from napari_sgnet.training.splits import Region, merge_boxes, regions_from_mask, split_regions
 
 torch.set_num_threads(2)
 
@@ -245,7 +250,7 @@ def test_parent_and_store_untouched(run, world):
 
 
 def test_registry_lists_the_new_model(run, world):
-    from napari_sgnet._napari.models import find_model, list_models
+    from napari_sgnet.app.models import find_model, list_models
 
     entries = list_models(world["root"] / "models", include_bundled=False)
     (entry,) = [e for e in entries if e.path == run["result"].checkpoint]
@@ -368,7 +373,7 @@ def test_cli_pairs_slides_with_stores():
 
 
 def test_models_dir_env(monkeypatch, tmp_path):
-    from napari_sgnet._napari.models import models_dir
+    from napari_sgnet.app.models import models_dir
 
     monkeypatch.setenv("NAPARI_SGNET_MODELS", str(tmp_path))
     assert models_dir() == tmp_path

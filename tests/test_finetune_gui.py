@@ -13,8 +13,8 @@ pytest.importorskip("pytestqt")
 
 from test_finetune import make_store, toy_slide, wrong_model
 
-from napari_sgnet._napari.models import CURRENT
-from napari_sgnet.training.corrections import StoreCorrections
+from napari_sgnet.app.models import CURRENT
+from napari_sgnet.training.finetune.corrections import StoreCorrections
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000

@@ -17,7 +17,7 @@ from napari_sgnet.inference.testing import (
     store_arrays,
 )
 from napari_sgnet.io.labelstore import DONE_GLASS, DONE_PREDICTED, LabelStore
-from napari_sgnet.io.labelstore_pyramid import mode_downsample2
+from napari_sgnet.io.labelstore.pyramid import mode_downsample2
 
 
 def assert_same_store(a, b) -> None:
@@ -191,7 +191,7 @@ def test_closing_the_generator_leaves_a_consistent_store(tmp_path, slide):
 
 
 def test_model_change_recomputes_or_refuses(tmp_path, slide):
-    from napari_sgnet.io.errors import StoreError
+    from napari_sgnet.errors import StoreError
 
     path = tmp_path / "s.zarr"
     predict_slide(slide, path, PixelRulePredictor(64), skip_glass=False)
@@ -206,8 +206,8 @@ def test_model_change_recomputes_or_refuses(tmp_path, slide):
 
 
 def test_bad_requests_give_clear_errors(tmp_path, slide, monkeypatch):
+    from napari_sgnet.errors import StoreError
     from napari_sgnet.inference import RequestError
-    from napari_sgnet.io.errors import StoreError
     from napari_sgnet.palette import ClassInfo, Palette
 
     model = PixelRulePredictor(64)

@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from napari_sgnet.errors import DeviceError, UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference import RequestError, describe_model, make_plan, predict_slide
 from napari_sgnet.inference.models import load_predictor
-from napari_sgnet.inference.predictor import (
-    TorchPredictor,
-    module_digest,
-    resolve_device,
-    resolve_precision,
-)
+from napari_sgnet.inference.predictor import TorchPredictor, module_digest
 from napari_sgnet.inference.sampler import read_batch
 from napari_sgnet.inference.testing import differing_arrays, pattern_slide
 from napari_sgnet.inference.testing_torch import tiny_model
 from napari_sgnet.io.labelstore import LabelStore
+from napari_sgnet.model.runtime import autocast_dtype, resolve_device
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +27,18 @@ def test_device_and_precision_resolution():
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RequestError, match="CUDA is not available"):
+        with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_device("cuda")
-    assert resolve_precision("fp32", torch.device("cpu")) is None
-    assert resolve_precision("auto", torch.device("cpu")) is None
-    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    with pytest.raises(DeviceError, match="expected 'auto'"):
+        resolve_device("tpu")
+    assert issubclass(DeviceError, UserInputError)
+    assert autocast_dtype(torch.device("cpu"), "fp32") is None
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+    with pytest.raises(UserInputError, match="precision"):
+        autocast_dtype(torch.device("cpu"), "fp16")
 
 
 def test_predictor_outputs_uint8_labels_and_confidence():

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 import zarr
 
-from napari_sgnet.io.errors import StoreError
+from napari_sgnet.errors import StoreError
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.writers import write_ome_tiff, write_ome_zarr
 from napari_sgnet.palette import GLEASON

@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference.testing import pattern_slide
-from napari_sgnet.io.errors import StoreError
 from napari_sgnet.io.labelstore import DONE_GLASS, DONE_PREDICTED, LabelStore
-from napari_sgnet.io.labelstore_base import MAX_REQUEST_RECORDS
-from napari_sgnet.io.labelstore_pyramid import chunk_index_runs, level_shapes, mode_downsample2
+from napari_sgnet.io.labelstore.base import MAX_REQUEST_RECORDS
+from napari_sgnet.io.labelstore.pyramid import (
+    chunk_index_runs,
+    level_shapes,
+    mode_downsample2,
+)
 from napari_sgnet.palette import GLEASON, ClassInfo, Palette
 
 

@@ -13,14 +13,6 @@ napari = pytest.importorskip("napari")
 from napari.components import ViewerModel  # noqa: E402
 
 from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
-from napari_sgnet._napari.review import (  # noqa: E402
-    RegionTooLargeError,
-    ReviewError,
-    ReviewSession,
-    coarse_view_message,
-    store_transform,
-    tiles_covering,
-)
 from napari_sgnet._napari.session import (  # noqa: E402
     camera_of,
     confidence_layer_data,
@@ -31,7 +23,15 @@ from napari_sgnet._napari.session import (  # noqa: E402
     prediction_layer_data,
     pyramid_from_layer,
 )
-from napari_sgnet._napari.viewport import ViewState  # noqa: E402
+from napari_sgnet.app.review import (  # noqa: E402
+    RegionTooLargeError,
+    ReviewError,
+    ReviewSession,
+    coarse_view_message,
+    store_transform,
+    tiles_covering,
+)
+from napari_sgnet.app.viewport import ViewState  # noqa: E402
 from napari_sgnet.geometry import Box  # noqa: E402
 from napari_sgnet.inference.engine import run_inference  # noqa: E402
 from napari_sgnet.inference.request import InferenceRequest  # noqa: E402

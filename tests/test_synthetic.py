@@ -262,7 +262,7 @@ def test_cli_synth_writes_tiff_and_labels(tmp_path, capsys):
     import tifffile
 
     from napari_sgnet.cli import synth_cmd
-    from napari_sgnet.io.errors import StoreError
+    from napari_sgnet.errors import StoreError
 
     parser = argparse.ArgumentParser()
     synth_cmd.register(parser.add_subparsers())

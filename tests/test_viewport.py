@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sgnet._napari.viewport import ViewState, view_downsample, view_of_viewer, visible_box
+from napari_sgnet.app.viewport import ViewState, view_downsample, view_of_viewer, visible_box
 from napari_sgnet.geometry import Box
 
 

@@ -39,7 +39,7 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
 
     Raises
     ------
-    napari_sgnet.io.errors.SlideError
+    napari_sgnet.errors.SlideError
         With a message naming the file and the problem; napari shows it as a notification.
     """
     from napari_sgnet.io import open_pyramid

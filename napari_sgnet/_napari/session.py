@@ -22,8 +22,8 @@ import dask.array as da
 import numpy as np
 
 from napari_sgnet._napari.layers import LayerData, labels_layer_data
-from napari_sgnet._napari.review import EditRegion, store_transform
-from napari_sgnet._napari.viewport import ViewState
+from napari_sgnet.app.review import EditRegion, store_transform
+from napari_sgnet.app.viewport import ViewState
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette

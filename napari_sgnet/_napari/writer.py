@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_sgnet.io.exporters import LabelSource, export_geojson, export_omezarr, export_tiff
-from napari_sgnet.io.labelstore_base import LabelStoreBase
+from napari_sgnet.io.labelstore.base import LabelStoreBase
 from napari_sgnet.palette import GLEASON, Palette
 
 __all__ = ["source_from_layer", "write_geojson", "write_omezarr", "write_tiff"]

@@ -16,8 +16,6 @@ from typing import Any
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_sgnet._napari.models import ModelChoice, choose_model, warm_up, working_downsample
-from napari_sgnet._napari.review import MAX_VIEW_TILES, ReviewSession, coarse_view_message
 from napari_sgnet._napari.session import (
     camera_of,
     current_view,
@@ -26,12 +24,14 @@ from napari_sgnet._napari.session import (
     pyramid_from_layer,
     slide_transform,
 )
-from napari_sgnet._napari.viewport import visible_box
 from napari_sgnet._qt.display import LayerDisplay
 from napari_sgnet._qt.workers import function_worker, inference_worker, preload, start_worker
+from napari_sgnet.app.models import ModelChoice, choose_model, warm_up, working_downsample
+from napari_sgnet.app.review import MAX_VIEW_TILES, ReviewSession, coarse_view_message
+from napari_sgnet.app.viewport import visible_box
+from napari_sgnet.errors import SlideError
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference.request import InferenceRequest, RequestError
-from napari_sgnet.io.errors import SlideError
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.palette import GLEASON, Palette, PaletteError
 

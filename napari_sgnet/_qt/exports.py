@@ -1,7 +1,7 @@
 """Export buttons: ask where, then run the core exporter on a worker thread.
 
 The exporters themselves (``napari_sgnet.io.exporters``, ``napari_sgnet.training``)
-are what the CLI calls too; :func:`napari_sgnet._napari.exports.run_export` picks
+are what the CLI calls too; :func:`napari_sgnet.app.exports.run_export` picks
 the right one for a kind.
 """
 
@@ -15,10 +15,10 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_sgnet._napari.exports import EXPORT_KINDS, default_export_path, run_export
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.workers import function_worker, start_worker
+from napari_sgnet.app.exports import EXPORT_KINDS, default_export_path, run_export
 
 __all__ = ["EXPORTS", "ExportActions"]
 

@@ -1,11 +1,11 @@
-"""The "Fine-tune" dock widget: a thin layer over :func:`napari_sgnet.training.finetune.finetune`.
+"""Fine-tune dock widget: a thin layer over :func:`napari_sgnet.training.finetune.run.finetune`.
 
 Pick the corrections (default: the label store of the current review session), the model and
 the number of steps; the run goes to a napari thread worker, so the pathologist can keep
 reviewing (later commits are not part of a run that has started). Progress shows loss, steps
 and ETA; "Cancel" stops it and nothing is written. At the end the widget shows the held-out
 mIoU before and after and *offers* the new model: it is used only when "Use this model" is
-pressed. Earlier models stay selectable in the model list (:mod:`napari_sgnet._napari.models`).
+pressed. Earlier models stay selectable in the model list (:mod:`napari_sgnet.app.models`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_sgnet._napari.models import CURRENT, list_models
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.workers import start_worker
-from napari_sgnet.io.errors import SlideError
+from napari_sgnet.app.models import CURRENT, list_models
+from napari_sgnet.errors import SlideError
 from napari_sgnet.io.labelstore import LabelStore
 
 __all__ = ["FinetuneWidget"]
@@ -194,7 +194,7 @@ class FinetuneWidget(QWidget):
         if session is None:
             self.status_label.setText("No review session: add a label store or patch folder.")
             return False
-        from napari_sgnet.training.corrections import StoreCorrections
+        from napari_sgnet.training.finetune.corrections import StoreCorrections
 
         self.add_source(StoreCorrections(session.store.path, session.slide),
                         f"{session.store.path} (review session)")
@@ -204,12 +204,12 @@ class FinetuneWidget(QWidget):
         """Add a label store or an exported patch folder; False (with a message) otherwise."""
         path = Path(path)
         if (path / _MANIFEST).is_file():
-            from napari_sgnet.training.corrections import PatchCorrections
+            from napari_sgnet.training.finetune.corrections import PatchCorrections
 
             self.add_source(PatchCorrections(path), f"{path} (patches)")
             return True
         if LabelStore.is_store(path):
-            from napari_sgnet.training.corrections import StoreCorrections
+            from napari_sgnet.training.finetune.corrections import StoreCorrections
 
             slide = None
             try:
@@ -274,7 +274,7 @@ class FinetuneWidget(QWidget):
         if not sources:
             self.status_label.setText("Add a label store or a patch folder first.")
             return False
-        from napari_sgnet.training.finetune import FinetuneConfig, finetune
+        from napari_sgnet.training.finetune.run import FinetuneConfig, finetune
 
         config = FinetuneConfig(steps=self.steps_spin.value(), lr=self.lr_spin.value())
         self._cancel = threading.Event()

@@ -9,8 +9,8 @@ from typing import Any
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QWidget
 
-from napari_sgnet._napari.models import list_models
 from napari_sgnet._qt import dialogs
+from napari_sgnet.app.models import list_models
 
 __all__ = ["ModelPicker"]
 
@@ -20,7 +20,7 @@ _CHOOSE = "Choose a checkpoint folder..."
 
 
 class ModelPicker(QComboBox):
-    """Lists :func:`~napari_sgnet._napari.models.list_models` plus "choose a folder".
+    """Lists :func:`~napari_sgnet.app.models.list_models` plus "choose a folder".
 
     Emits ``chosen(source)`` when the person picks a model, where ``source`` is a
     checkpoint folder (``Path``) or an in-memory model / predictor.

@@ -1,6 +1,6 @@
 """Review actions: edit region, commit, discard, autosave, next uncertain region, close guard.
 
-The state lives in :class:`~napari_sgnet._napari.review.ReviewSession`; this class
+The state lives in :class:`~napari_sgnet.app.review.ReviewSession`; this class
 shows it (the edit layer, the camera) and runs the slow parts on worker threads.
 Edits are never lost silently: an autosave runs every few seconds while the crop
 has unsaved changes, discarding asks first, and closing the window with an
@@ -17,11 +17,11 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_sgnet._napari.review import EditRegion, ReviewError
 from napari_sgnet._napari.session import camera_of, current_view, edit_layer_data, slide_transform
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.workers import function_worker, start_worker
+from napari_sgnet.app.review import EditRegion, ReviewError
 from napari_sgnet.geometry import Box
 
 __all__ = ["AUTOSAVE_MS", "ReviewActions"]

@@ -27,13 +27,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_sgnet._napari.models import CURRENT
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.exports import EXPORTS, ExportActions
 from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
+from napari_sgnet.app.models import CURRENT
 from napari_sgnet.inference.request import DEVICES
 
 __all__ = ["SGNetWidget"]

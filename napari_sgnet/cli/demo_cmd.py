@@ -1,6 +1,6 @@
 """``napari-sgnet demo``: the main job on the bundled sample slide.
 
-With a display, :mod:`napari_sgnet.app` opens napari instead (see ``_qt/demo.py``):
+With a display, :mod:`napari_sgnet.launch` opens napari instead (see ``_qt/demo.py``):
 the sample slide, the SGNet dock and the bundled model, running on the view. This
 module is the headless equivalent: it runs the model on a region of the slide into
 a label store under an output folder, exports the labels, and says where they are.

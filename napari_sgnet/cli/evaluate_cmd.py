@@ -118,8 +118,8 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
     from napari_sgnet.config import ModelConfig
     from napari_sgnet.model import load_checkpoint
+    from napari_sgnet.model.runtime import resolve_device
     from napari_sgnet.training.dataset import working_level
-    from napari_sgnet.training.device import resolve_device
     from napari_sgnet.training.evaluate import EvalResult, predict_level, score_prediction
 
     if args.threads:

@@ -1,6 +1,6 @@
 """``napari-sgnet finetune``: fine-tune a model on committed corrections.
 
-Calls :func:`napari_sgnet.training.finetune.finetune` (the same function as the app's
+Calls :func:`napari_sgnet.training.finetune.run.finetune` (the same function as the app's
 "Fine-tune" widget), shows a progress bar and prints a summary. ``--slide`` pairs with the
 ``--store`` before it, for stores that do not record their slide file.
 """
@@ -130,14 +130,14 @@ def _summary(result: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run the fine-tuning; returns the exit code."""
     from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED
-    from napari_sgnet.training.finetune import (
+    from napari_sgnet.registry import resolve_model_dir
+    from napari_sgnet.training.finetune.run import (
         FinetuneConfig,
         FinetuneError,
         PatchCorrections,
         StoreCorrections,
         finetune,
     )
-    from napari_sgnet.training.lineage import resolve_model_dir
 
     sources: list[Any] = [StoreCorrections(store, slide) for store, slide in args.stores]
     sources += [PatchCorrections(folder) for folder in args.patches]

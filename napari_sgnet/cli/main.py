@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from napari_sgnet.io.errors import SlideError
+    from napari_sgnet.errors import SlideError
 
     try:
         return int(args.func(args) or EXIT_OK)

@@ -178,8 +178,8 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Predict every slide; returns the CLI exit code (the worst over all slides)."""
     from napari_sgnet.config import ConfigError
+    from napari_sgnet.errors import SlideError
     from napari_sgnet.inference import RequestError
-    from napari_sgnet.io.errors import SlideError
     from napari_sgnet.palette import PaletteError
 
     code = EXIT_OK

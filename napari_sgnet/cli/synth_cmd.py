@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from napari_sgnet.io.errors import StoreError
+from napari_sgnet.errors import StoreError
 
 __all__ = ["register", "run"]
 

@@ -50,7 +50,7 @@ def make_blocks(work: list[WorkItem], block: int) -> list[list[WorkItem]]:
 
 def _default_workers(device: str) -> int:
     if device != "cpu":
-        from napari_sgnet.inference.predictor import gpu_count
+        from napari_sgnet.model.runtime import gpu_count
 
         if gpu_count():
             return gpu_count()
@@ -61,7 +61,7 @@ def _worker_device(device: str) -> str:
     """On a multi-GPU machine, give each worker its own GPU (by worker name)."""
     if device not in ("auto", "cuda"):
         return device
-    from napari_sgnet.inference.predictor import gpu_count
+    from napari_sgnet.model.runtime import gpu_count
 
     count = gpu_count()
     if count <= 1:

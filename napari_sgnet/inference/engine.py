@@ -27,7 +27,7 @@ from napari_sgnet.inference.prepare import PreparedRun, WorkItem, prepare
 from napari_sgnet.inference.request import InferenceRequest, ProgressEvent
 from napari_sgnet.inference.sampler import read_batch
 from napari_sgnet.inference.writer import TileOutput, TileWriter
-from napari_sgnet.io.labelstore_meta import now_iso
+from napari_sgnet.io.labelstore.meta import now_iso
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = ["RunStats", "iter_batches", "predict_slide", "process_tiles", "run_inference"]

@@ -129,7 +129,8 @@ def load_predictor(spec: ModelSpec, device: str = "auto", precision: str = "auto
     """Build a predictor for ``spec`` (loads checkpoint weights when needed)."""
     if isinstance(spec.obj, Predictor):
         return spec.obj
-    from napari_sgnet.inference.predictor import TorchPredictor, resolve_device
+    from napari_sgnet.inference.predictor import TorchPredictor
+    from napari_sgnet.model.runtime import resolve_device
 
     module = spec.obj
     if module is None:

@@ -8,7 +8,6 @@ it, and inputs are channels-last (NHWC memory, which is how the windows arrive).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from typing import Any
@@ -18,59 +17,11 @@ import torch
 
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
+from napari_sgnet.model.runtime import UInt8Normaliser, autocast, autocast_dtype, resolve_device
 
-__all__ = [
-    "TorchPredictor",
-    "gpu_count",
-    "model_info_from_module",
-    "module_digest",
-    "resolve_device",
-    "resolve_precision",
-]
+__all__ = ["TorchPredictor", "model_info_from_module", "module_digest"]
 
 log = logging.getLogger(__name__)
-
-
-def gpu_count() -> int:
-    """Number of CUDA devices visible to this process."""
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` into a usable device.
-
-    Raises
-    ------
-    RequestError
-        If the requested device is not available here.
-    """
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps is not None and mps.is_available())
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if has_mps else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RequestError(f"device {device!r} requested but CUDA is not available")
-        dev = torch.device(device)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RequestError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s)")
-        return dev
-    if device == "mps" and not has_mps:
-        raise RequestError("device 'mps' requested but MPS is not available")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting on a device (``None`` = fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
 
 
 def module_digest(module: torch.nn.Module) -> str:
@@ -122,17 +73,13 @@ class TorchPredictor:
     ) -> None:
         self.info = info or model_info_from_module(module)
         self.device = resolve_device(device)
-        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.autocast_dtype = autocast_dtype(self.device, precision)
         config = module.config
         module = module.eval().to(self.device)
         if channels_last and self.device.type != "mps":
             module = module.to(memory_format=torch.channels_last)
         self.module = module
-        # (x / 255 - mean) / std  ==  x * scale + shift, one fused pass on the device.
-        mean = torch.tensor(config.mean, dtype=torch.float32, device=self.device)
-        std = torch.tensor(config.std, dtype=torch.float32, device=self.device)
-        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1)
-        self._shift = (-mean / std).view(1, 3, 1, 1)
+        self._normalise = UInt8Normaliser(config.mean, config.std, self.device)
         log.info("model %s on %s (%s)", self.info.name, self.device, self.autocast_dtype or "fp32")
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
@@ -143,12 +90,10 @@ class TorchPredictor:
         else:
             t = t.to(self.device)
         x = t.permute(0, 3, 1, 2)  # NHWC memory viewed as NCHW = channels-last
-        return torch.addcmul(self._shift, x.float(), self._scale)
+        return self._normalise(x)
 
     def _autocast(self) -> Any:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return autocast(self.device, self.autocast_dtype)
 
     @torch.inference_mode()
     def predict(

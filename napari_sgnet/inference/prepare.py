@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TileIndex, TilePlan, make_plan
 from napari_sgnet.inference.request import InferenceRequest
 from napari_sgnet.inference.tissue import tissue_mask
-from napari_sgnet.io.errors import SlideError, StoreError
 from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.io.labelstore_meta import now_iso
+from napari_sgnet.io.labelstore.meta import now_iso
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = ["PreparedRun", "WorkItem", "open_slide", "prepare", "prepare_store"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import dask.array as da
 
-from napari_sgnet.io.errors import StoreError
+from napari_sgnet.errors import StoreError
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = [

@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore_base import LabelStoreBase
+from napari_sgnet.io.labelstore.base import LabelStoreBase
 
 __all__ = ["ConfidenceSummary", "ReviewQueue", "default_level", "next_uncertain_region"]
 

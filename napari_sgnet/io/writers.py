@@ -19,7 +19,6 @@ import dask
 import dask.array as da
 import numpy as np
 
-from napari_sgnet.io._ngff_write import write_labels, write_multiscale
 from napari_sgnet.io._write_common import (
     Progress,
     as_levels,
@@ -28,6 +27,7 @@ from napari_sgnet.io._write_common import (
     commit_path,
     remove_path,
 )
+from napari_sgnet.io.ngff import write_labels, write_multiscale
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette
 

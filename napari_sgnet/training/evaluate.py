@@ -22,17 +22,10 @@ from napari_sgnet.geometry import Box, chunk_aligned_tiles
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
 from napari_sgnet.metrics import ConfusionMatrix, SeamCounts, grid_borders, seam_counts
+from napari_sgnet.model.runtime import autocast, normalise
 from napari_sgnet.training.dataset import SlideSource, in_memory_level, working_level
-from napari_sgnet.training.device import autocast
 
-__all__ = ["EvalResult", "evaluate_model", "normalise", "predict_level", "score_prediction"]
-
-
-def normalise(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` -> float ``(x / 255 - mean) / std`` on the tensor's device."""
-    mean = torch.tensor(config.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+__all__ = ["EvalResult", "evaluate_model", "predict_level", "score_prediction"]
 
 
 @torch.no_grad()

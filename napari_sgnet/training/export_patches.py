@@ -22,8 +22,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
+from napari_sgnet.errors import SlideError
 from napari_sgnet.geometry import Box, context_box, scale_box
-from napari_sgnet.io.errors import SlideError
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid

@@ -25,10 +25,10 @@ import torch
 import napari_sgnet
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.model import build_model, load_checkpoint, sgnet_loss
+from napari_sgnet.model.runtime import autocast, autocast_dtype, normalise, resolve_device
 from napari_sgnet.training.config import TrainConfig
 from napari_sgnet.training.dataset import BatchStream, SampleSource, SlideSource
-from napari_sgnet.training.device import autocast, autocast_dtype, resolve_device
-from napari_sgnet.training.evaluate import evaluate_model, normalise
+from napari_sgnet.training.evaluate import evaluate_model
 from napari_sgnet.training.state import (
     load_optimizer_state,
     read_trainer_state,

@@ -1,7 +1,7 @@
 """Exports of label pyramids: OME-Zarr labels, GeoJSON for QuPath, pyramidal OME-TIFF masks.
 
 Every exporter takes a :class:`LabelSource` or anything :func:`as_label_source`
-turns into one (a :class:`~napari_sgnet.io.labelstore.LabelStore`, a label array or
+turns into one (a :class:`~napari_sgnet.io.labelstore.store.LabelStore`, a label array or
 a multiscale list), streams over blocks or tile rows with bounded memory, reports
 ``progress(done, total)``, writes to a staging path that is moved into place when
 complete, and refuses to replace an existing output unless ``overwrite=True``.

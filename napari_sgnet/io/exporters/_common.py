@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
 
 __all__ = ["Progress", "is_zarr_group", "iter_blocks", "report", "staged_output"]
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numcodecs
 import zarr
 
-from napari_sgnet.io.errors import StoreError
+from napari_sgnet.errors import StoreError
 from napari_sgnet.io.exporters._common import (
     Progress,
     is_zarr_group,
@@ -27,7 +27,7 @@ from napari_sgnet.io.exporters._common import (
     staged_output,
 )
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
-from napari_sgnet.io.labelstore_base import LabelStoreBase
+from napari_sgnet.io.labelstore.base import LabelStoreBase
 from napari_sgnet.palette import ClassInfo, Palette, PaletteError
 
 __all__ = ["NGFF_VERSIONS", "export_omezarr", "ngff_label_attributes", "read_omezarr_labels"]

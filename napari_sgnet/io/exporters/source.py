@@ -17,8 +17,8 @@ import dask.array as da
 import numpy as np
 
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore_base import LabelStoreBase
-from napari_sgnet.io.labelstore_pyramid import level_shapes, mode_downsample2
+from napari_sgnet.io.labelstore.base import LabelStoreBase
+from napari_sgnet.io.labelstore.pyramid import level_shapes, mode_downsample2
 from napari_sgnet.io.pyramid import read_window
 from napari_sgnet.palette import GLEASON, Palette
 
@@ -132,7 +132,7 @@ class LabelSource:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_store(cls, store: LabelStoreBase) -> LabelSource:
-        """The label pyramid of a :class:`~napari_sgnet.io.labelstore.LabelStore` (lazy)."""
+        """The label pyramid of a :class:`~napari_sgnet.io.labelstore.store.LabelStore` (lazy)."""
         ident = store.slide_identity
         size = (ident.get("width"), ident.get("height"))
         model = store.model

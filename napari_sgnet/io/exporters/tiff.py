@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
 from napari_sgnet.palette import Palette, PaletteError

@@ -20,7 +20,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from napari_sgnet.io.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers.cache import CACHE_ENV, default_cache_dir
 from napari_sgnet.io.readers.flat import ProgressFn, open_flat_image

@@ -2,7 +2,7 @@
 
 Every reader turns its stored levels into :class:`LevelArray` objects wrapped by
 :func:`as_dask`. A ``LevelArray`` converts any exception raised while reading or
-decoding pixels into a :class:`~napari_sgnet.io.errors.CorruptSlideError` naming the
+decoding pixels into a :class:`~napari_sgnet.errors.CorruptSlideError` naming the
 file, so a corrupt tile deep inside a codec surfaces as a typed, readable error.
 """
 
@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from napari_sgnet.io.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
 
 __all__ = [
     "DASK_CHUNK_TARGET",

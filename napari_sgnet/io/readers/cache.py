@@ -27,8 +27,8 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
 
 __all__ = [
     "CACHE_ENV",

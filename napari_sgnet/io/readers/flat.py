@@ -18,7 +18,7 @@ import imagecodecs
 import numpy as np
 import zarr
 
-from napari_sgnet.io.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,

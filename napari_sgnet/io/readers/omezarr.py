@@ -15,7 +15,7 @@ from typing import Any
 
 import zarr
 
-from napari_sgnet.io.errors import CorruptSlideError, UnsupportedSlideError
+from napari_sgnet.errors import CorruptSlideError, UnsupportedSlideError
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,

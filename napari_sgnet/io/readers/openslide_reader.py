@@ -2,7 +2,7 @@
 
 Needs the ``slides`` extra (``pip install 'napari-sgnet[slides]'``: ``openslide-python``
 and the ``openslide-bin`` library); without it these formats raise a clear
-:class:`~napari_sgnet.io.errors.UnsupportedSlideError`.
+:class:`~napari_sgnet.errors.UnsupportedSlideError`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_sgnet.io.errors import CorruptSlideError, UnsupportedSlideError
+from napari_sgnet.errors import CorruptSlideError, UnsupportedSlideError
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,

@@ -7,7 +7,7 @@ Two parts, both Qt-free:
 - the registry (:func:`list_models`, :func:`find_model`, :class:`ModelEntry`), torch-free: an
   entry is read from the checkpoint's ``config.json`` only, so widgets can list models
   instantly. Fine-tuned models live in
-:func:`~napari_sgnet.training.lineage.default_models_dir` (``$NAPARI_SGNET_MODELS``, else
+:func:`~napari_sgnet.registry.default_models_dir` (``$NAPARI_SGNET_MODELS``, else
 ``~/.local/share/napari-sgnet/models``), one ``<root>-ft-<YYYYMMDD-HHMMSS>/`` folder each.
 
 :data:`CURRENT` is the process-wide model choice: the review widget reads it before running, and
@@ -27,7 +27,7 @@ from napari_sgnet.config import ConfigError, ModelConfig
 from napari_sgnet.inference.models import ModelSpec, describe_model, get_predictor
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.training.lineage import BUNDLED_DIR, STAGING_PREFIX, default_models_dir
+from napari_sgnet.registry import BUNDLED_DIR, STAGING_PREFIX, default_models_dir
 
 __all__ = [
     "BUNDLED_DIR",

@@ -14,12 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import SlideError, StoreError
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.training.correction_types import CorrectionSet, FinetuneError, StoreCorrections
-from napari_sgnet.training.splits import Region, merge_boxes, regions_from_mask
+from napari_sgnet.training.finetune.correction_types import (
+    CorrectionSet,
+    FinetuneError,
+    StoreCorrections,
+)
+from napari_sgnet.training.finetune.splits import Region, merge_boxes, regions_from_mask
 
 __all__ = ["load_store_corrections"]
 

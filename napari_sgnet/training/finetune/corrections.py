@@ -15,7 +15,7 @@ from typing import Any
 
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.training.correction_types import (
+from napari_sgnet.training.finetune.correction_types import (
     CorrectionSet,
     FinetuneError,
     NoCorrectionsError,
@@ -23,9 +23,9 @@ from napari_sgnet.training.correction_types import (
     SourceLike,
     StoreCorrections,
 )
-from napari_sgnet.training.patch_corrections import load_patch_corrections
+from napari_sgnet.training.finetune.patch_corrections import load_patch_corrections
+from napari_sgnet.training.finetune.store_corrections import load_store_corrections
 from napari_sgnet.training.patches import MANIFEST, PatchFolder
-from napari_sgnet.training.store_corrections import load_store_corrections
 
 __all__ = [
     "CorrectionSet",

@@ -1,6 +1,6 @@
 """Opening, identity checks, metadata and validation of a LabelStore.
 
-:class:`napari_sgnet.io.labelstore.LabelStore` adds the data operations; this base
+:class:`napari_sgnet.io.labelstore.store.LabelStore` adds the data operations; this base
 holds everything about *which* store it is and whether it may be written.
 """
 
@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
-from napari_sgnet.io.labelstore_meta import (
+from napari_sgnet.io.labelstore.meta import (
     FORMAT_NAME,
     FORMAT_VERSION,
     compare_slide_identity,
     slide_identity,
 )
-from napari_sgnet.io.labelstore_pyramid import level_shapes
+from napari_sgnet.io.labelstore.pyramid import level_shapes
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette, PaletteError
 

@@ -21,10 +21,9 @@ from napari_sgnet.config import ModelConfig
 from napari_sgnet.geometry import Box, chunk_aligned_tiles
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
 from napari_sgnet.metrics import ConfusionMatrix
-from napari_sgnet.training.corrections import CorrectionSet
-from napari_sgnet.training.device import autocast
-from napari_sgnet.training.evaluate import normalise
-from napari_sgnet.training.splits import Region
+from napari_sgnet.model.runtime import autocast, normalise
+from napari_sgnet.training.finetune.corrections import CorrectionSet
+from napari_sgnet.training.finetune.splits import Region
 
 __all__ = ["EvalCancelledError", "count_eval_tiles", "evaluate_held_out"]
 

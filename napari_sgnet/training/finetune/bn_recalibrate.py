@@ -16,10 +16,9 @@ import torch
 from torch import nn
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.model.runtime import autocast, normalise
 from napari_sgnet.training.augment import AugmentConfig
 from napari_sgnet.training.dataset import SampleSource, make_batch
-from napari_sgnet.training.device import autocast
-from napari_sgnet.training.evaluate import normalise
 
 __all__ = ["recalibrate_batchnorm"]
 

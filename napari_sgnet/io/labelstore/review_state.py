@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
 
 __all__ = ["GROUP_NAME", "PendingEdit", "ReviewRecord"]
 

@@ -32,27 +32,8 @@ from napari_sgnet.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from napari_sgnet.training.bn_recalibrate import recalibrate_batchnorm
-from napari_sgnet.training.corrections import (
-    FinetuneError,
-    NoCorrectionsError,
-    PatchCorrections,
-    StoreCorrections,
-    load_corrections,
-)
-from napari_sgnet.training.dataset import DataError
-from napari_sgnet.training.device import autocast_dtype, resolve_device
-from napari_sgnet.training.finetune_config import FinetuneConfig, FinetuneProgress, FinetuneResult
-from napari_sgnet.training.finetune_eval import EvalCancelledError, evaluate_held_out
-from napari_sgnet.training.finetune_prep import (
-    build_samplers,
-    check_classes,
-    parent_info,
-    resolve_parent,
-    split_corrections,
-    state_sha256,
-)
-from napari_sgnet.training.lineage import (
+from napari_sgnet.model.runtime import autocast_dtype, resolve_device
+from napari_sgnet.registry import (
     available_name,
     default_models_dir,
     finetuned_name,
@@ -60,6 +41,29 @@ from napari_sgnet.training.lineage import (
     root_name,
     staging_dir,
     version_stamp,
+)
+from napari_sgnet.training.dataset import DataError
+from napari_sgnet.training.finetune.bn_recalibrate import recalibrate_batchnorm
+from napari_sgnet.training.finetune.config import (
+    FinetuneConfig,
+    FinetuneProgress,
+    FinetuneResult,
+)
+from napari_sgnet.training.finetune.corrections import (
+    FinetuneError,
+    NoCorrectionsError,
+    PatchCorrections,
+    StoreCorrections,
+    load_corrections,
+)
+from napari_sgnet.training.finetune.evaluate import EvalCancelledError, evaluate_held_out
+from napari_sgnet.training.finetune.prepare import (
+    build_samplers,
+    check_classes,
+    parent_info,
+    resolve_parent,
+    split_corrections,
+    state_sha256,
 )
 from napari_sgnet.training.trainer import TrainProgress, train
 
@@ -101,14 +105,14 @@ def finetune(
     Parameters
     ----------
     sources : sequence
-        Label stores (paths, :class:`~napari_sgnet.io.labelstore.LabelStore`, or
+        Label stores (paths, :class:`~napari_sgnet.io.labelstore.store.LabelStore`, or
         :class:`StoreCorrections` / ``(store, slide)`` pairs when the store does not record its
         slide file) and/or exported patch folders (paths or :class:`PatchCorrections`).
     base_model : path, SegmentationModel or None
         The current model: a checkpoint folder, a loaded model, or ``None`` for the bundled one.
     out_dir : path, optional
         Models folder receiving ``<root>-ft-<YYYYMMDD-HHMMSS>/``; default
-        :func:`~napari_sgnet.training.lineage.default_models_dir`.
+        :func:`~napari_sgnet.registry.default_models_dir`.
     config : FinetuneConfig, optional
         Steps, learning rate, split, device.
     progress : callable, optional

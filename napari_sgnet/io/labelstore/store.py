@@ -30,17 +30,17 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.errors import StoreError
-from napari_sgnet.io.labelstore_base import LabelStoreBase
-from napari_sgnet.io.labelstore_meta import (
+from napari_sgnet.io.labelstore.base import LabelStoreBase
+from napari_sgnet.io.labelstore.meta import (
     FORMAT_NAME,
     FORMAT_VERSION,
     ngff_attributes,
     now_iso,
     slide_identity,
 )
-from napari_sgnet.io.labelstore_pyramid import (
+from napari_sgnet.io.labelstore.pyramid import (
     chunk_index_runs,
     chunks_touched,
     level_shapes,

@@ -10,9 +10,13 @@ import numpy as np
 
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.geometry import Box
-from napari_sgnet.training.correction_types import CorrectionSet, FinetuneError, PatchCorrections
+from napari_sgnet.training.finetune.correction_types import (
+    CorrectionSet,
+    FinetuneError,
+    PatchCorrections,
+)
+from napari_sgnet.training.finetune.splits import Region
 from napari_sgnet.training.patches import MANIFEST, PatchFolder, PatchFolderError, read_patch_folder
-from napari_sgnet.training.splits import Region
 
 __all__ = ["load_patch_corrections"]
 

@@ -20,8 +20,8 @@ from napari_sgnet.io.pyramid import Pyramid, read_window
 from napari_sgnet.io.windows import GLASS_PAD
 from napari_sgnet.training.augment import Sample
 from napari_sgnet.training.dataset import DataError
+from napari_sgnet.training.finetune.splits import Region, merge_boxes, overlaps_any
 from napari_sgnet.training.patches import PatchFolder
-from napari_sgnet.training.splits import Region, merge_boxes, overlaps_any
 
 __all__ = ["RegionSampler", "patch_context_box", "patch_training_folder"]
 

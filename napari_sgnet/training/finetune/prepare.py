@@ -17,12 +17,12 @@ from napari_sgnet.model import (
     bundled_model_dir,
     load_checkpoint,
 )
-from napari_sgnet.training.corrections import CorrectionSet, FinetuneError
+from napari_sgnet.registry import file_sha256
 from napari_sgnet.training.dataset import DataError, PatchFolderSampler, SampleSource
-from napari_sgnet.training.finetune_config import FinetuneConfig
-from napari_sgnet.training.lineage import file_sha256
-from napari_sgnet.training.region_sampler import RegionSampler, patch_training_folder
-from napari_sgnet.training.splits import Split, class_counts, split_regions
+from napari_sgnet.training.finetune.config import FinetuneConfig
+from napari_sgnet.training.finetune.corrections import CorrectionSet, FinetuneError
+from napari_sgnet.training.finetune.region_sampler import RegionSampler, patch_training_folder
+from napari_sgnet.training.finetune.splits import Split, class_counts, split_regions
 
 __all__ = [
     "build_samplers",

@@ -10,13 +10,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.io._write_common import (
     Progress,
     commit_path,
     is_zarr_group,
     remove_path,
 )
-from napari_sgnet.io.errors import StoreError
 from napari_sgnet.palette import Palette
 
 __all__ = ["write_labels", "write_multiscale"]

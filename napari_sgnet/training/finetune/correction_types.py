@@ -9,8 +9,8 @@ from typing import Any, Union
 
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.training.finetune.splits import Region
 from napari_sgnet.training.patches import PatchFolder
-from napari_sgnet.training.splits import Region
 
 __all__ = [
     "CorrectionSet",

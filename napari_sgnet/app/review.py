@@ -1,10 +1,10 @@
 """Review-session state without Qt: where the labels sit, the edit crop, commit and autosave.
 
-A :class:`ReviewSession` ties one slide to its :class:`~napari_sgnet.io.labelstore.LabelStore`
+A :class:`ReviewSession` ties one slide to its :class:`~napari_sgnet.io.labelstore.store.LabelStore`
 and holds at most one :class:`EditRegion`: a full-resolution (store level 0) crop of the
 labels that a person paints on. Committing writes the person's changes with
 ``LabelStore.commit_edit`` (marking them edited, so later runs keep them); autosaves
-keep an uncommitted crop in the store (see :mod:`napari_sgnet._napari.pending`) so no
+keep an uncommitted crop in the store (see :mod:`napari_sgnet.io.labelstore.review_state`) so no
 edit is lost to a crash or a closed window. The widget calls these methods; the tests
 call the same ones on a ``ViewerModel``.
 """
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_sgnet._napari.pending import PendingEdit, ReviewRecord
-from napari_sgnet._napari.viewport import ViewState, view_downsample, visible_box
+from napari_sgnet.app.viewport import ViewState, view_downsample, visible_box
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.io.labelstore_meta import now_iso
+from napari_sgnet.io.labelstore.meta import now_iso
+from napari_sgnet.io.labelstore.review_state import PendingEdit, ReviewRecord
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = [
