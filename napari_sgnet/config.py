@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.palette import GLEASON, Palette
 
 __all__ = ["CONFIG_VERSION", "ConfigError", "ModelConfig"]
@@ -21,7 +22,7 @@ __all__ = ["CONFIG_VERSION", "ConfigError", "ModelConfig"]
 CONFIG_VERSION = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A configuration file or value is invalid."""
 
 

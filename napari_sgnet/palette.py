@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import UserInputError
+
 __all__ = ["GLEASON", "ClassInfo", "Palette", "PaletteError", "load_palette"]
 
 
-class PaletteError(ValueError):
+class PaletteError(UserInputError):
     """A palette file or description is invalid."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from napari_sgnet.app.viewport import ViewState, view_downsample, visible_box
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
@@ -46,7 +47,7 @@ MAX_EDIT_SIDE = 4096
 MAX_VIEW_TILES = 64
 
 
-class ReviewError(RuntimeError):
+class ReviewError(UserInputError, RuntimeError):
     """A review action cannot be done now (no edit open, one already open, ...)."""
 
 

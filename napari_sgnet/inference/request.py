@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.pyramid import Pyramid
 
@@ -18,7 +19,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 ORDERS = ("raster", "center")
 
 
-class RequestError(ValueError):
+class RequestError(UserInputError):
     """An inference request is invalid (bad region, overlap, device, ...)."""
 
 

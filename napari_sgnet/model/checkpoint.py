@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from napari_sgnet.config import ConfigError, ModelConfig
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.model.sgnet import SegmentationModel, build_model
 
 __all__ = [
@@ -67,7 +68,7 @@ _PICKLE_HINT = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserInputError):
     """A checkpoint is missing, unsafe, corrupt or does not match its configuration.
 
     Parameters

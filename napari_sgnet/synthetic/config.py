@@ -10,10 +10,12 @@ import operator
 from dataclasses import dataclass
 from typing import Any
 
+from napari_sgnet.errors import UserInputError
+
 __all__ = ["SynthConfig", "SynthConfigError"]
 
 
-class SynthConfigError(ValueError):
+class SynthConfigError(UserInputError):
     """A synthetic-slide setting is out of range."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
@@ -45,7 +46,7 @@ GLASS_SATURATION = 25
 DEFAULT_CACHE_BYTES = 256 * 2**20
 
 
-class DataError(ValueError):
+class DataError(UserInputError):
     """Training data is unusable (no labelled tissue, mismatched label pyramid, ...)."""
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.palette import Palette, PaletteError
 
@@ -46,7 +47,7 @@ MANIFEST = "manifest.json"
 FILES = ("local.png", "context.png", "local_mask.png", "context_mask.png")
 
 
-class PatchFolderError(ValueError):
+class PatchFolderError(UserInputError):
     """A patch folder is missing, malformed, or would be overwritten."""
 
 

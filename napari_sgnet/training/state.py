@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.model import save_checkpoint
 
 __all__ = [
@@ -35,7 +36,7 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "trainer_state.json"
 
 
-class TrainStateError(ValueError):
+class TrainStateError(UserInputError):
     """A training checkpoint cannot be resumed from."""
 
 

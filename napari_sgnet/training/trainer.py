@@ -24,6 +24,7 @@ import torch
 
 import napari_sgnet
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.model import build_model, load_checkpoint, sgnet_loss
 from napari_sgnet.model.runtime import autocast, autocast_dtype, normalise, resolve_device
 from napari_sgnet.training.config import TrainConfig
@@ -40,7 +41,7 @@ __all__ = ["TrainError", "TrainProgress", "TrainResult", "train"]
 log = logging.getLogger(__name__)
 
 
-class TrainError(ValueError):
+class TrainError(UserInputError):
     """Training cannot start (existing output, incompatible resume point, ...)."""
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.training.finetune.splits import Region
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-class FinetuneError(ValueError):
+class FinetuneError(UserInputError):
     """Fine-tuning cannot run on this input; the message names the file and the problem."""
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import SGNetError
 from napari_sgnet.geometry import Box, chunk_aligned_tiles
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
 from napari_sgnet.metrics import ConfusionMatrix
@@ -30,7 +31,7 @@ __all__ = ["EvalCancelledError", "count_eval_tiles", "evaluate_held_out"]
 Progress = Callable[[int, int], None]
 
 
-class EvalCancelledError(RuntimeError):
+class EvalCancelledError(SGNetError, RuntimeError):
     """Raised inside :func:`evaluate_held_out` when the cancel event is set."""
 
 

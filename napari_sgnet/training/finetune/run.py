@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import SGNetError
 from napari_sgnet.model import (
     SegmentationModel,
     load_checkpoint,
@@ -88,7 +89,7 @@ SPLIT_RULE = (
 )
 
 
-class _CancelledError(Exception):
+class _CancelledError(SGNetError):
     """Raised from the trainer's progress callback to stop it."""
 
 
