@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from napari_sgnet.errors import UserInputError
+
 __all__ = ["demo_output_dir", "register", "run", "sample_slide_path"]
 
 DEFAULT_OUT = "napari-sgnet-demo"
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(pyramid.summary())
     try:
         model = describe_model(args.model)
-    except (RequestError, ValueError) as exc:
+    except UserInputError as exc:  # RequestError, CheckpointError: no such model
         print(f"error: {exc}", file=sys.stderr)
         return 2
     info = model.info

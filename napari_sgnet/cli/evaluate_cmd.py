@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import OptionError, UserInputError
+
 __all__ = ["format_table", "register", "run"]
 
 
@@ -74,7 +76,12 @@ def _model_dir(spec: str) -> Path:
     path = Path(spec)
     if path.exists():
         return path
-    return bundled_model_dir(spec)
+    try:
+        return bundled_model_dir(spec)
+    except UserInputError:  # CheckpointError: no such bundled model (lists those there are)
+        raise
+    except ValueError as exc:  # not a plain name, so not a bundled model either
+        raise OptionError(f"{spec}: no such checkpoint folder") from exc
 
 
 def _slides(args: argparse.Namespace) -> list[Any]:
@@ -83,10 +90,10 @@ def _slides(args: argparse.Namespace) -> list[Any]:
     sources = [synthetic_source(s, args.size) for s in args.synthetic_seed]
     if args.slide is not None:
         if args.labels is None:
-            raise ValueError("SLIDE needs --labels (its ground truth)")
+            raise OptionError("SLIDE needs --labels (its ground truth)")
         sources.append(file_source(args.slide, args.labels))
     if not sources:
-        raise ValueError("nothing to evaluate: give SLIDE --labels GT or --synthetic-seed N")
+        raise OptionError("nothing to evaluate: give SLIDE --labels GT or --synthetic-seed N")
     return sources
 
 
@@ -148,7 +155,7 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                     pred = _predict_engine(src, model_dir, args, store_path)
                 truth = np.asarray(src.labels.levels[lab_level])
                 if pred.shape != truth.shape:
-                    raise ValueError(
+                    raise UserInputError(
                         f"{src.name}: prediction {pred.shape} and ground truth "
                         f"{truth.shape} differ in size"
                     )
@@ -217,12 +224,9 @@ def _record(model_dir: Path, scores: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the table (and write JSON when asked)."""
-    from napari_sgnet.config import ConfigError
-    from napari_sgnet.model import CheckpointError
-
     try:
         results = evaluate_models(args)
-    except (ConfigError, CheckpointError, ValueError) as exc:
+    except UserInputError as exc:  # config, checkpoint, slide, options
         print(f"error: {exc}", file=sys.stderr)
         return 2
     slides = ", ".join(next(iter(results.values()))["slides"])

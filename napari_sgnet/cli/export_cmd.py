@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_OK
+from napari_sgnet.errors import UserInputError
 
 __all__ = ["FORMATS", "register", "run"]
 
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     progress, close = _progress_bar(f"export {args.format}", args.quiet)
     try:
         written = _export(args, store, progress)
-    except (ValueError, KeyError) as exc:  # bad option values, palette/class names
+    except UserInputError as exc:  # bad option values, store, slide, palette
         close()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import UserInputError
+
 __all__ = ["register", "run"]
 
 
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, precision=args.precision, num_threads=args.threads,
         )
         model = resolve_model_dir(args.model, args.out)
-    except (ValueError, FileNotFoundError) as exc:
+    except (UserInputError, FileNotFoundError) as exc:  # options; --model not found
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     callback, close = _progress_bar(not args.no_progress and not args.json)

@@ -13,8 +13,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "build_parser", "main"]
+from napari_sgnet.errors import report_failure
 
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CANCELLED",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "build_parser",
+    "exit_code_for",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+#: Exit codes: success; an internal error or system error (traceback logged); bad input (the
+#: message says what to fix; also argparse's code for a bad command line); Ctrl-C.
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -56,16 +70,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from napari_sgnet.errors import SlideError
-
     try:
         return int(args.func(args) or EXIT_OK)
-    except SlideError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except Exception as exc:  # user errors: a message; anything else: traceback logged too
+        return exit_code_for(exc, f"napari-sgnet {args.command}")
+
+
+def exit_code_for(exc: BaseException, context: str | None = None) -> int:
+    """Show ``exc`` on stderr as ``error: ...`` and return the exit code it calls for.
+
+    A :class:`~napari_sgnet.errors.UserInputError` is shown as its message alone
+    (:data:`EXIT_BAD_INPUT`); anything else is logged with its traceback first and, being a
+    system error or a bug rather than bad input, returns :data:`EXIT_ERROR`.
+    """
+    failure = report_failure(exc, log, context)
+    print(f"error: {failure.message}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failure.is_user_error else EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
+from napari_sgnet.errors import report_failure
 
 __all__ = ["register", "run", "store_path_for"]
 
@@ -177,11 +178,6 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Predict every slide; returns the CLI exit code (the worst over all slides)."""
-    from napari_sgnet.config import ConfigError
-    from napari_sgnet.errors import SlideError
-    from napari_sgnet.inference import RequestError
-    from napari_sgnet.palette import PaletteError
-
     code = EXIT_OK
     summaries = []
     for slide in (Path(s) for s in args.slides):
@@ -190,14 +186,14 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print(f"{slide}: cancelled; run again with --resume to continue", file=sys.stderr)
             return EXIT_CANCELLED
-        except (SlideError, RequestError, ConfigError, PaletteError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            code = max(code, EXIT_BAD_INPUT)
-            continue
-        except Exception as exc:  # unexpected: say what, keep going with the other slides
-            log.debug("prediction failed", exc_info=True)
-            print(f"error: {slide}: {type(exc).__name__}: {exc}", file=sys.stderr)
-            code = EXIT_ERROR if code == EXIT_OK else code
+        except Exception as exc:  # say what (traceback logged unless bad input), go on
+            failure = report_failure(exc, log, f"predict {slide}")
+            if failure.is_user_error:  # slide, store, request, config, palette, checkpoint
+                print(f"error: {failure.message}", file=sys.stderr)
+                code = max(code, EXIT_BAD_INPUT)
+            else:
+                print(f"error: {slide}: {failure.message}", file=sys.stderr)
+                code = EXIT_ERROR if code == EXIT_OK else code
             continue
         summaries.append(summary)
         if not args.json:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import OptionError, UserInputError
+
 __all__ = ["add_data_arguments", "register", "run"]
 
 #: Flags whose defaults are filled in after a possible resume (None = "not given").
@@ -101,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _pairs(slides: list[Path], labels: list[Path], what: str) -> list[tuple[Path, Path]]:
     if len(slides) != len(labels):
-        raise ValueError(f"{len(slides)} {what} slide(s) but {len(labels)} label image(s)")
+        raise OptionError(f"{len(slides)} {what} slide(s) but {len(labels)} label image(s)")
     return list(zip(slides, labels, strict=True))
 
 
@@ -114,7 +116,7 @@ def build_sources(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]
     val_seeds = parse_seeds(args.synthetic_val_seeds)
     if set(train_seeds) & set(val_seeds):
         overlap = sorted(set(train_seeds) & set(val_seeds))
-        raise ValueError(f"training and held-out seeds overlap: {overlap}")
+        raise OptionError(f"training and held-out seeds overlap: {overlap}")
     train = [synth(s, args.size) for s in train_seeds]
     train += [file_source(s, lab) for s, lab in _pairs(args.slide, args.labels, "training")]
     val = [synth(s, args.size) for s in val_seeds]
@@ -175,12 +177,9 @@ def run(args: argparse.Namespace) -> int:
     """Train and print where the best checkpoint went."""
     from tqdm import tqdm
 
-    from napari_sgnet.config import ConfigError
-    from napari_sgnet.model import CheckpointError
-    from napari_sgnet.training.dataset import DataError, PatchFolderSampler, SlideSampler
-    from napari_sgnet.training.patches import PatchFolderError, read_patch_folder
-    from napari_sgnet.training.state import TrainStateError
-    from napari_sgnet.training.trainer import TrainError, TrainProgress, train
+    from napari_sgnet.training.dataset import PatchFolderSampler, SlideSampler
+    from napari_sgnet.training.patches import read_patch_folder
+    from napari_sgnet.training.trainer import TrainProgress, train
 
     try:
         model_config, train_config = _configs(args)
@@ -221,15 +220,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
         )
         bar.close()
-    except (
-        ConfigError,
-        CheckpointError,
-        DataError,
-        PatchFolderError,
-        TrainError,
-        TrainStateError,
-        ValueError,
-    ) as exc:
+    except UserInputError as exc:  # config, checkpoint, data, patch folder, train state, options
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from napari_sgnet.errors import OptionError
 from napari_sgnet.training.augment import AugmentConfig
 
 __all__ = ["TrainConfig"]
@@ -76,15 +77,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"steps and batch_size must be positive: {self.steps}, {self.batch_size}"
             )
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise OptionError(f"lr must be positive, got {self.lr}")
         if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+            raise OptionError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         if not 0 <= self.max_unlabelled <= 1:
-            raise ValueError(f"max_unlabelled must lie in [0, 1], got {self.max_unlabelled}")
+            raise OptionError(f"max_unlabelled must lie in [0, 1], got {self.max_unlabelled}")
 
     def lr_at(self, step: int) -> float:
         """Learning rate for optimiser step ``step`` (0-based)."""
@@ -107,7 +108,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+            raise OptionError(f"unknown train config keys: {sorted(unknown)}")
         kwargs = dict(data)
         if "augment" in kwargs and isinstance(kwargs["augment"], dict):
             kwargs["augment"] = AugmentConfig(**kwargs["augment"])

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
-from napari_sgnet.errors import SlideError
+from napari_sgnet.errors import OptionError, SlideError
 from napari_sgnet.geometry import Box, context_box, scale_box
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.labelstore import LabelStore
@@ -146,7 +146,7 @@ def _model_geometry(
     model: dict[str, Any] = store.model or {}
     size = patch_size or model.get("patch_size")
     if not size:
-        raise ValueError(f"{store.path}: the store records no model patch size; pass patch_size")
+        raise OptionError(f"{store.path}: the store records no model patch size; pass patch_size")
     factor = context_factor or model.get("context_factor") or 2.0
     return int(size), float(factor), model.get("id")
 
@@ -194,7 +194,7 @@ def export_patches(
         If ``out`` exists (without ``overwrite``), or the store does not belong to ``slide``.
     """
     if masks not in ("edited", "all"):
-        raise ValueError(f"masks must be 'edited' or 'all', got {masks!r}")
+        raise OptionError(f"masks must be 'edited' or 'all', got {masks!r}")
     pyramid = slide if isinstance(slide, Pyramid) else open_slide(slide)
     store.check_slide(pyramid)
     size, factor, model_id = _model_geometry(store, patch_size, context_factor)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import OptionError
 from napari_sgnet.io import open_pyramid
 from napari_sgnet.training.dataset import SlideSource
 
@@ -45,18 +46,23 @@ def file_source(image: str | Path, labels: str | Path, mpp: float | None = None)
 def parse_seeds(text: str | None) -> list[int]:
     """Non-negative seeds: ``"0,1,2"``, ``"0-3"`` (inclusive) or a mix -> list of ints.
 
-    Raises ``ValueError`` on anything else; ``None`` or ``""`` give an empty list.
+    Raises :class:`~napari_sgnet.errors.OptionError` (a ``ValueError``) on anything else;
+    ``None`` or ``""`` give an empty list.
     """
     seeds: list[int] = []
     for part in (text or "").split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            seeds.extend(range(int(lo), int(hi) + 1))
-        else:
-            seeds.append(int(part))
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError as exc:
+            message = f"seeds must be N, N-M or a comma list of them, got {text!r}"
+            raise OptionError(message) from exc
     return seeds
 
 

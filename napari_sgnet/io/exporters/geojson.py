@@ -26,6 +26,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from napari_sgnet.errors import OptionError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.exporters._common import Progress, iter_blocks, report, staged_output
 from napari_sgnet.io.exporters.polygons import BoundaryTracer, Polygon, polygon_area2
@@ -45,7 +46,7 @@ def choose_level(source: LabelSource, level: int | None, max_pixels: int) -> int
     if level is None:
         return source.finest_level_within(max_pixels)
     if not 0 <= level < source.n_levels:
-        raise ValueError(f"level {level} does not exist (the labels have {source.n_levels})")
+        raise OptionError(f"level {level} does not exist (the labels have {source.n_levels})")
     return level
 
 

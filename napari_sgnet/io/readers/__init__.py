@@ -20,7 +20,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import (
+    CorruptSlideError,
+    OptionError,
+    SlideError,
+    UnsupportedSlideError,
+)
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers.cache import CACHE_ENV, default_cache_dir
 from napari_sgnet.io.readers.flat import ProgressFn, open_flat_image
@@ -152,11 +157,11 @@ def open_pyramid(
         tile).
     UnsupportedSlideError
         A format, compression, channel count or dimensionality napari-sgnet does not read.
-    ValueError
-        ``mpp`` is not a positive finite number.
+    OptionError
+        ``mpp`` is not a positive finite number (a ``ValueError``).
     """
     if mpp is not None and not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
-        raise ValueError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+        raise OptionError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
     p = Path(path).expanduser()
     kind = detect_format(p)
     if kind == "omezarr":

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.errors import OptionError
 from napari_sgnet.training.augment import AugmentConfig
 from napari_sgnet.training.config import TrainConfig
 
@@ -91,17 +92,17 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0 or self.eval_batch_size <= 0:
-            raise ValueError("steps, batch_size and eval_batch_size must be positive")
+            raise OptionError("steps, batch_size and eval_batch_size must be positive")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise OptionError(f"lr must be positive, got {self.lr}")
         if not 0 < self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must lie in (0, 1), got {self.holdout_fraction}")
+            raise OptionError(f"holdout_fraction must lie in (0, 1), got {self.holdout_fraction}")
         if self.bn_recalibration_batches < 0:
-            raise ValueError("bn_recalibration_batches must be >= 0")
+            raise OptionError("bn_recalibration_batches must be >= 0")
         if self.block_tiles <= 0 or self.min_region_pixels < 1:
-            raise ValueError("block_tiles and min_region_pixels must be positive")
+            raise OptionError("block_tiles and min_region_pixels must be positive")
         if not 0 <= self.max_unlabelled <= 1:
-            raise ValueError(f"max_unlabelled must lie in [0, 1], got {self.max_unlabelled}")
+            raise OptionError(f"max_unlabelled must lie in [0, 1], got {self.max_unlabelled}")
 
     def replace(self, **changes: Any) -> FinetuneConfig:
         """A copy with some fields changed."""
