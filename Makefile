@@ -16,6 +16,8 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check napari_sgnet tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python scripts/mypy_ratchet.py
 	$(BIN)/npe2 validate napari-sgnet
 
 test: lint
