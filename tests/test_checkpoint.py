@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.model import (
     CheckpointError,
     build_model,
@@ -20,6 +21,9 @@ from napari_sgnet.model import (
     save_checkpoint,
 )
 from napari_sgnet.model import bundled as bundled_mod
+from napari_sgnet.model.checkpoint import state_digest
+from napari_sgnet.registry import ModelNotFoundError, weights_digest
+from napari_sgnet.registry import layout as registry_layout
 
 CFG = ModelConfig(
     general_branch="fcn_lite", patch_size=64, sci_width=32, sci_heads=4, sci_window=4, sci_blocks=1
@@ -173,15 +177,36 @@ def test_error_pickles_for_workers():
 
 
 def test_bundled(tmp_path, monkeypatch, trained):
-    monkeypatch.setattr(bundled_mod, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(registry_layout, "BUNDLED_DIR", tmp_path)
     assert list_bundled() == []
-    with pytest.raises(CheckpointError, match="no bundled 'sgnet' weights") as info:
+    with pytest.raises(ModelNotFoundError, match="sgnet: checkpoint folder not found") as info:
         bundled_model_dir()
-    assert "sgnet" in str(info.value.path)
+    assert info.value.wanted == "sgnet" and info.value.known == []
+    assert isinstance(info.value, UserInputError)
     save_checkpoint(trained, tmp_path / "sgnet")
     (tmp_path / "half").mkdir()
     assert list_bundled() == ["sgnet"]
     assert bundled_model_dir("sgnet") == tmp_path / "sgnet"
     assert bundled_mod.load_bundled("sgnet").config == CFG
+    with pytest.raises(ModelNotFoundError, match=r"known models: sgnet"):
+        bundled_model_dir("half")
     with pytest.raises(ValueError):
         bundled_model_dir("../sgnet")
+
+
+def test_state_digest_equals_the_file_digest(tmp_path, trained):
+    save_checkpoint(trained, tmp_path / "ckpt")
+    digest = weights_digest(tmp_path / "ckpt" / "model.safetensors")
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert state_digest(trained) == digest == weights_digest(tmp_path / "ckpt")
+    assert state_digest(load_checkpoint(tmp_path / "ckpt")) == digest
+    changed = build_model(CFG)
+    with torch.no_grad():
+        next(changed.parameters()).add_(1.0)
+    assert state_digest(changed) != digest
+    # the digest is of the tensors: other file metadata or tensor order give the same digest
+    tensors = load_file(tmp_path / "ckpt" / "model.safetensors")
+    (tmp_path / "other").mkdir()
+    save_file(dict(reversed(tensors.items())), tmp_path / "other" / "model.safetensors",
+              metadata={"something": "else"})
+    assert weights_digest(tmp_path / "other" / "model.safetensors") == digest

@@ -3,6 +3,7 @@ lineage, versioned checkpoints, the model registry, the CLI and bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.model import build_model, load_checkpoint, save_checkpoint
 from napari_sgnet.palette import GLEASON, ClassInfo, Palette
-from napari_sgnet.registry import file_sha256, finetuned_name, root_name
+from napari_sgnet.registry import finetuned_name, root_name, weights_digest
 from napari_sgnet.training.augment import AugmentConfig
 from napari_sgnet.training.finetune.corrections import StoreCorrections, load_corrections
 from napari_sgnet.training.finetune.region_sampler import (
@@ -115,8 +116,8 @@ def run(world):
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------- regions
@@ -228,7 +229,7 @@ def test_lineage_and_versioned_checkpoint(run, world):
     assert cfg.architecture_hash() == load_checkpoint(world["base"]).config.architecture_hash()
     lineage = cfg.training["lineage"]
     assert lineage["parent"]["name"] == "toy"
-    assert lineage["parent"]["weights_sha256"] == file_sha256(world["base"] / "model.safetensors")
+    assert lineage["parent"]["digest"] == weights_digest(world["base"] / "model.safetensors")
     assert lineage["parent"]["architecture_hash"] == cfg.architecture_hash()
     assert lineage["generation"] == 1
     data = cfg.training["data"]

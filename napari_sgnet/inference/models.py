@@ -1,13 +1,13 @@
 """Resolve the ``model`` of a request: describe it cheaply, load it once per process.
 
-:func:`describe_model` reads only ``config.json`` and hashes the weights file, so the
-engine (or a distributed driver) can plan and check the store without torch.
-:func:`get_predictor` loads it, once per process and device (workers reuse it).
+:func:`describe_model` finds a checkpoint through the registry (a folder, or a model name:
+``--model NAME``), reads only its ``config.json`` and takes the registry's weights digest of
+``model.safetensors``, so the engine (or a distributed driver) can plan and check the store
+without torch. :func:`get_predictor` loads it, once per process and device (workers reuse it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -15,22 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_sgnet.config import ConfigError, ModelConfig
 from napari_sgnet.inference.predictor_base import ModelInfo, Predictor
 from napari_sgnet.inference.request import RequestError
+from napari_sgnet.registry import CheckpointError, ModelCard, ModelNotFoundError, find_model
 
 __all__ = ["ModelSpec", "default_model_dir", "describe_model", "get_predictor", "load_predictor"]
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
 #: Loaded predictors kept per process (a viewer switching models keeps at most this many).
 CACHE_SIZE = 2
 _CACHE: OrderedDict[tuple[str, str, str], Predictor] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass(frozen=True)
@@ -54,44 +50,22 @@ def default_model_dir() -> Path:
     RequestError
         When this installation has no bundled model.
     """
+    return _find(None).path
+
+
+def _find(name_or_path: str | Path | None) -> ModelCard:
     try:
-        from napari_sgnet.model import bundled_model_dir
-    except ImportError as exc:
-        raise RequestError(
-            "no bundled model in this installation (napari_sgnet.model.bundled_model_dir is "
-            "missing); pass a checkpoint folder with --model / model="
-        ) from exc
-    try:
-        path = Path(bundled_model_dir("sgnet"))
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise RequestError(f"the bundled SGNet model is not available: {exc}") from exc
-    return path
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        _FILE_DIGESTS[key] = digest.hexdigest()[:16]
-    return _FILE_DIGESTS[key]
-
-
-def _describe_checkpoint(path: Path) -> ModelSpec:
-    if not path.is_dir():
-        raise RequestError(f"{path}: model checkpoint folder not found")
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise RequestError(f"{path}: not a model checkpoint (no {WEIGHTS_FILE})")
-    try:
-        config = ModelConfig.load(path / CONFIG_FILE)
-    except ConfigError as exc:
+        return find_model(name_or_path)
+    except (CheckpointError, ModelNotFoundError) as exc:
         raise RequestError(str(exc)) from exc
-    info = ModelInfo.from_config(config, _file_digest(weights))
-    return ModelSpec(info=info, path=path.resolve())
+
+
+def _describe_checkpoint(card: ModelCard) -> ModelSpec:
+    try:
+        info = ModelInfo.from_card(card)
+    except CheckpointError as exc:
+        raise RequestError(str(exc)) from exc
+    return ModelSpec(info=info, path=card.path.resolve())
 
 
 def describe_model(model: Any) -> ModelSpec:
@@ -99,9 +73,10 @@ def describe_model(model: Any) -> ModelSpec:
 
     Parameters
     ----------
-    model : str, Path, ModelSpec, Predictor, nn.Module or None
-        A checkpoint folder, an already described model, a predictor, a loaded
-        model with ``.config``, or ``None`` for the bundled default.
+    model : str, Path, ModelSpec, ModelCard, Predictor, nn.Module or None
+        A checkpoint folder or a model name (:func:`napari_sgnet.registry.find_model`), an
+        already described model, a registry card, a predictor, a loaded model with
+        ``.config``, or ``None`` for the bundled default.
 
     Raises
     ------
@@ -110,10 +85,10 @@ def describe_model(model: Any) -> ModelSpec:
     """
     if isinstance(model, ModelSpec):
         return model
-    if model is None:
-        return _describe_checkpoint(default_model_dir())
-    if isinstance(model, (str, Path)):
-        return _describe_checkpoint(Path(model))
+    if isinstance(model, ModelCard):
+        return _describe_checkpoint(model)
+    if model is None or isinstance(model, (str, Path)):
+        return _describe_checkpoint(_find(model))
     if isinstance(model, Predictor):
         return ModelSpec(info=model.info, obj=model)
     if hasattr(model, "config") and hasattr(model, "state_dict"):

@@ -8,7 +8,6 @@ it, and inputs are channels-last (NHWC memory, which is how the windows arrive).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -17,29 +16,35 @@ import torch
 
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
+from napari_sgnet.model.checkpoint import state_digest
 from napari_sgnet.model.runtime import UInt8Normaliser, autocast, autocast_dtype, resolve_device
 
-__all__ = ["TorchPredictor", "model_info_from_module", "module_digest"]
+__all__ = ["TorchPredictor", "model_info_from_module"]
 
 log = logging.getLogger(__name__)
 
 
-def module_digest(module: torch.nn.Module) -> str:
-    """SHA-256 (16 hex) of a module's parameters and buffers, in name order."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous().reshape(-1)  # 0-d buffers too
-        digest.update(f"{name}|{tuple(tensor.shape)}|{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
 def model_info_from_module(module: torch.nn.Module, weights_digest: str | None = None) -> ModelInfo:
-    """Describe a loaded model that carries a :class:`~napari_sgnet.config.ModelConfig`."""
+    """Describe a loaded model that carries a :class:`~napari_sgnet.config.ModelConfig`.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The model, with ``.config``.
+    weights_digest : str, optional
+        Its weights digest when known; by default
+        :func:`~napari_sgnet.model.checkpoint.state_digest` of the module (the same value as
+        the registry's digest of its checkpoint file).
+
+    Raises
+    ------
+    RequestError
+        When the module has no ``.config``.
+    """
     config = getattr(module, "config", None)
     if config is None:
         raise RequestError(f"model {type(module).__name__} has no .config (ModelConfig)")
-    return ModelInfo.from_config(config, weights_digest or module_digest(module))
+    return ModelInfo.from_config(config, weights_digest or state_digest(module))
 
 
 class TorchPredictor:

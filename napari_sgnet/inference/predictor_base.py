@@ -15,6 +15,7 @@ import numpy as np
 
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.palette import Palette
+from napari_sgnet.registry import ModelCard, model_id
 
 __all__ = ["CallablePredictor", "ModelInfo", "Predictor", "crop_valid"]
 
@@ -52,21 +53,38 @@ class ModelInfo:
 
     @classmethod
     def from_config(cls, config: ModelConfig, weights_digest: str) -> ModelInfo:
-        """Describe a model by its config and a digest of its weights.
+        """Describe a model by its config and its weights digest.
 
-        The id combines the name, the architecture hash and the weights digest, so the
-        same checkpoint described from its files or from the loaded module agrees.
+        Parameters
+        ----------
+        config : ModelConfig
+            The model's configuration.
+        weights_digest : str
+            The registry's weights digest (:func:`napari_sgnet.registry.weights_digest` of the
+            checkpoint file, or :func:`napari_sgnet.model.checkpoint.state_digest` of the
+            loaded module: both agree for the same weights).
+
+        Returns
+        -------
+        ModelInfo
+            With ``model_id`` = :func:`napari_sgnet.registry.model_id`, so the same checkpoint
+            described from its files or from the loaded module has the same id.
         """
         arch = config.architecture_hash()
         return cls(
             name=config.name,
-            model_id=f"{config.name}:{arch[:12]}:{weights_digest[:12]}",
+            model_id=model_id(config.name, arch, weights_digest),
             config_hash=arch,
             patch_size=int(config.patch_size),
             context_factor=float(config.context_factor) if config.use_context else None,
             mpp=config.mpp,
             palette=config.palette,
         )
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> ModelInfo:
+        """Describe a registry :class:`~napari_sgnet.registry.ModelCard` (hashes its weights)."""
+        return cls.from_config(card.config, card.digest)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable record (stored in the label store)."""

@@ -7,11 +7,17 @@ Public API::
     sgnet_loss(outputs, local_labels, context_labels, local_box_in_context=None, weights=...)
     save_checkpoint(model, directory, config=None, overwrite=False)
     load_checkpoint(directory_or_file, device="cpu")
+    state_digest(model)                           # the registry's weights digest of a module
     count_flops(model, patch_size)
 """
 
 from napari_sgnet.model.bundled import bundled_model_dir, list_bundled, load_bundled
-from napari_sgnet.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from napari_sgnet.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    state_digest,
+)
 from napari_sgnet.model.crop import crop_to_box
 from napari_sgnet.model.flops import count_flops, count_parameters
 from napari_sgnet.model.general import GENERAL_BRANCHES, GeneralBranch, register_general_branch
@@ -34,4 +40,5 @@ __all__ = [
     "register_general_branch",
     "save_checkpoint",
     "sgnet_loss",
+    "state_digest",
 ]

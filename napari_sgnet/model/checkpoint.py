@@ -12,13 +12,17 @@ Loading checks, in order: no pickle (by suffix and by content), a complete and w
 safetensors file, a valid config, matching format and architecture hash, exactly the expected
 tensor names/shapes/dtypes, finite values. Any failure raises :class:`CheckpointError` naming
 the file and the problem.
+
+File names, the safetensors framing check, :class:`CheckpointError` and the weights digest live
+in the torch-free :mod:`napari_sgnet.registry`; :func:`state_digest` feeds a loaded module's
+tensors to the same digest, so a module and its checkpoint file have the same digest.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,15 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save_file
 
 from napari_sgnet.config import ConfigError, ModelConfig
-from napari_sgnet.errors import UserInputError
 from napari_sgnet.model.sgnet import SegmentationModel, build_model
+from napari_sgnet.registry import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointError,
+    digest_tensors,
+    parse_safetensors_header,
+)
+from napari_sgnet.registry.digest import PICKLE_HINT
 
 __all__ = [
     "CONFIG_NAME",
@@ -40,16 +51,14 @@ __all__ = [
     "checkpoint_paths",
     "load_checkpoint",
     "save_checkpoint",
+    "state_digest",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "napari-sgnet"
 FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".tar"})
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 _DTYPES = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -62,30 +71,24 @@ _DTYPES = {
     torch.uint8: "U8",
     torch.bool: "BOOL",
 }
-_PICKLE_HINT = (
-    "napari-sgnet never unpickles model files (unpickling can run arbitrary code); "
-    "convert it to model.safetensors + config.json with save_checkpoint()"
-)
 
 
-class CheckpointError(UserInputError):
-    """A checkpoint is missing, unsafe, corrupt or does not match its configuration.
+def _tensor_bytes(tensor: torch.Tensor) -> Iterator[bytes]:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)  # 0-d buffers too
+    if flat.numel():
+        yield flat.view(torch.uint8).numpy().tobytes()
 
-    Parameters
-    ----------
-    path : str or Path
-        The offending file or directory.
-    problem : str
-        What is wrong with it.
+
+def state_digest(model: torch.nn.Module) -> str:
+    """The weights digest of a module's ``state_dict`` (see :mod:`napari_sgnet.registry.digest`).
+
+    Equal to :func:`napari_sgnet.registry.weights_digest` of the ``model.safetensors`` that
+    :func:`save_checkpoint` writes for this module.
     """
-
-    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        super().__init__(str(path), problem)  # args survive pickling (dask workers)
-        self.path = Path(path)
-        self.problem = problem
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
+    return digest_tensors(
+        (name, _DTYPES.get(t.dtype, str(t.dtype)), tuple(t.shape), _tensor_bytes(t))
+        for name, t in model.state_dict().items()
+    )
 
 
 def checkpoint_paths(directory_or_file: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -184,14 +187,14 @@ def load_checkpoint(
     """
     weights, config_path = checkpoint_paths(directory_or_file)
     if weights.suffix.lower() in PICKLE_SUFFIXES:
-        raise CheckpointError(weights, f"is a pickle-based PyTorch checkpoint; {_PICKLE_HINT}")
+        raise CheckpointError(weights, f"is a pickle-based PyTorch checkpoint; {PICKLE_HINT}")
     if not weights.is_file():
         raise CheckpointError(weights, "not found (a checkpoint needs model.safetensors)")
     try:
         data = weights.read_bytes()
     except OSError as exc:
         raise CheckpointError(weights, f"cannot read: {exc}") from exc
-    header = _parse_header(weights, data)
+    header, _ = parse_safetensors_header(weights, data, len(data))
     config = _load_config(config_path)
     _check_metadata(weights, header.pop("__metadata__", None) or {}, config)
     try:
@@ -208,44 +211,6 @@ def load_checkpoint(
         raise CheckpointError(weights, f"non-finite values (NaN/inf) in {_listing(bad)}")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval()
-
-
-def _parse_header(path: Path, data: bytes) -> dict[str, Any]:
-    """Validate the safetensors framing and return its JSON header."""
-    problem = None
-    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    if n < 2 or n > MAX_HEADER_BYTES or data[8:9] != b"{":
-        problem = "not a safetensors file"
-    elif 8 + n > len(data):
-        problem = f"truncated: header needs {8 + n} bytes but the file has {len(data)}"
-    if problem is not None:
-        if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-            raise CheckpointError(path, f"is a pickle file, not safetensors; {_PICKLE_HINT}")
-        if data[:4] == b"PK\x03\x04":
-            raise CheckpointError(
-                path, f"is a zip archive (torch.save format), not safetensors; {_PICKLE_HINT}"
-            )
-        raise CheckpointError(path, f"{problem} (file of {len(data)} bytes)")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"corrupt safetensors header: {exc}") from exc
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "corrupt safetensors header: not a JSON object")
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-            _ = info["dtype"], list(info["shape"])
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise CheckpointError(path, f"corrupt safetensors header entry {name!r}") from exc
-    if 8 + n + end != len(data):
-        raise CheckpointError(
-            path, f"truncated or padded: tensors need {8 + n + end} bytes, file has {len(data)}"
-        )
-    return header
 
 
 def _load_config(path: Path) -> ModelConfig:

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from napari_sgnet.model import (
     CheckpointError,
     SegmentationModel,
-    bundled_model_dir,
     load_checkpoint,
+    state_digest,
 )
-from napari_sgnet.registry import file_sha256
+from napari_sgnet.registry import ModelNotFoundError, find_model, parent_record
 from napari_sgnet.training.dataset import DataError, PatchFolderSampler, SampleSource
 from napari_sgnet.training.finetune.config import FinetuneConfig
 from napari_sgnet.training.finetune.corrections import CorrectionSet, FinetuneError
@@ -30,20 +27,9 @@ __all__ = [
     "parent_info",
     "resolve_parent",
     "split_corrections",
-    "state_sha256",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def state_sha256(model: torch.nn.Module) -> str:
-    """SHA-256 over the model's tensors (sorted names, dtype, shape, bytes): file-independent."""
-    digest = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def resolve_parent(base_model: Any) -> tuple[SegmentationModel, Path | None]:
@@ -51,25 +37,22 @@ def resolve_parent(base_model: Any) -> tuple[SegmentationModel, Path | None]:
     if isinstance(base_model, SegmentationModel):
         return copy.deepcopy(base_model).to("cpu").eval(), None
     try:
-        path = bundled_model_dir("sgnet") if base_model is None else Path(base_model)
+        path = Path(base_model) if base_model is not None else find_model(None).path
+        if path.is_file():  # a model.safetensors: its folder is the checkpoint
+            path = path.parent
         model = load_checkpoint(path)
-    except CheckpointError as exc:
+    except (CheckpointError, ModelNotFoundError) as exc:
         raise FinetuneError(f"cannot load the model to fine-tune: {exc}") from exc
-    return model, path if path.is_dir() else path.parent
+    return model, path
 
 
 def parent_info(model: SegmentationModel, path: Path | None) -> dict[str, Any]:
-    cfg = model.config
-    weights = path / "model.safetensors" if path is not None else None
-    lineage = cfg.training.get("lineage", {}) if isinstance(cfg.training, dict) else {}
-    return {
-        "name": cfg.name,
-        "path": str(path) if path is not None else None,
-        "architecture_hash": cfg.architecture_hash(),
-        "weights_sha256": file_sha256(weights) if weights is not None else None,
-        "state_sha256": state_sha256(model),
-        "generation": int(lineage.get("generation", 0)),
-    }
+    """The lineage record of the parent (:func:`napari_sgnet.registry.parent_record`).
+
+    Its digest is the registry's weights digest of the loaded tensors, which equals that of
+    the parent's ``model.safetensors`` when it has one.
+    """
+    return parent_record(model.config, path, state_digest(model))
 
 
 def check_classes(sets: Sequence[CorrectionSet], cfg: Any, fc: FinetuneConfig) -> list[str]:

@@ -10,7 +10,8 @@
    trainer, :func:`~napari_sgnet.training.trainer.train`), drawing patches only around
    training regions and never reaching a held-out one (:mod:`.region_sampler`);
 5. score the new model on the same held-out tiles;
-6. publish a new versioned checkpoint whose config records the lineage (:mod:`.lineage`).
+6. publish a new versioned checkpoint whose config records the lineage
+   (:func:`napari_sgnet.registry.lineage_record`, :func:`napari_sgnet.registry.publish`).
 
 The parent checkpoint and the stores are only read. A cancelled or failed run leaves nothing
 behind (its staging folder is removed). Safe to run on a background thread: progress arrives
@@ -38,8 +39,8 @@ from napari_sgnet.registry import (
     available_name,
     default_models_dir,
     finetuned_name,
+    lineage_record,
     publish,
-    root_name,
     staging_dir,
     version_stamp,
 )
@@ -64,7 +65,6 @@ from napari_sgnet.training.finetune.prepare import (
     parent_info,
     resolve_parent,
     split_corrections,
-    state_sha256,
 )
 from napari_sgnet.training.trainer import TrainProgress, train
 
@@ -77,7 +77,6 @@ __all__ = [
     "PatchCorrections",
     "StoreCorrections",
     "finetune",
-    "state_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -241,9 +240,7 @@ class _Run:
         training = dict(self.run.config.training)
         training.update({
             "init_checkpoint": parent["path"],
-            "lineage": {"parent": parent, "root": root_name(cfg.name),
-                        "generation": parent["generation"] + 1,
-                        "version": self.name.rsplit("-ft-")[-1], "kind": "finetune"},
+            "lineage": lineage_record(parent, self.name),
             "finetune": self.fc.to_dict(),
             "wall_time_s": round(time.perf_counter() - self.t0, 1),
         })
