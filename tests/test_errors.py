@@ -224,3 +224,37 @@ def test_predict_reports_a_bug_per_slide_and_goes_on(
 def test_user_input_error_is_still_a_value_error() -> None:
     with pytest.raises(ValueError, match="x.svs: empty"):
         raise SlideError("x.svs", "empty")
+
+
+# ----------------------------------------------------------------------------- dock
+
+
+@pytest.mark.parametrize(
+    ("exc", "user"),
+    [(OptionError("holdout_fraction must lie in (0, 1)"), True), (IndexError("list index"), False)],
+)
+def test_finetune_dock_shows_user_errors_and_logs_bugs(
+    exc: Exception,
+    user: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("qtpy")
+    from napari_sgnet._qt import finetune_widget
+
+    shown: list[str] = []
+    texts: list[str] = []
+    monkeypatch.setattr(finetune_widget, "show_error", shown.append)
+
+    class Label:
+        setText = staticmethod(texts.append)  # noqa: N815
+
+    fake = type("Widget", (), {"status_label": Label()})()
+    with caplog.at_level(logging.ERROR):
+        finetune_widget.FinetuneWidget._on_errored(fake, exc)  # type: ignore[arg-type]
+    assert shown == texts and len(shown) == 1
+    if user:
+        assert shown == [str(exc)] and not caplog.records
+    else:
+        assert "bug" in shown[0] and "IndexError: list index" in shown[0]
+        assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [exc]  # type: ignore[index]

@@ -6,6 +6,12 @@ reviewing (later commits are not part of a run that has started). Progress shows
 and ETA; "Cancel" stops it and nothing is written. At the end the widget shows the held-out
 mIoU before and after and *offers* the new model: it is used only when "Use this model" is
 pressed. Earlier models stay selectable in the model list (:mod:`napari_sgnet.app.models`).
+
+The widget is handed the viewer's :class:`~napari_sgnet.app.state.AppState`: the review
+session's store and the model in use come from it, the new model is offered through it
+(:meth:`AppState.offer_model`) and "Use this model" makes it the state's current model
+(:meth:`AppState.use_offered`), which the review dock observes. It never looks for the
+review dock.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from qtpy.QtWidgets import (
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.workers import start_worker
 from napari_sgnet.app.models import CURRENT, list_models
-from napari_sgnet.errors import SlideError
+from napari_sgnet.errors import SlideError, report_failure
 from napari_sgnet.io.labelstore import LabelStore
 
 __all__ = ["FinetuneWidget"]
@@ -73,14 +79,18 @@ class FinetuneWidget(QWidget):
         The viewer (injected by napari).
     models_dir : str or Path, optional
         Where new models are saved and listed (default: the models folder).
+    state : AppState, optional
+        The app state (default: the viewer's, :func:`~napari_sgnet.app.state.state_for`).
     """
 
     offered = Signal(object)  # Path of a new model, offered to the user
     accepted = Signal(object)  # Path of the model the user chose to use
 
-    def __init__(self, napari_viewer: Any, *, models_dir: str | Path | None = None) -> None:
+    def __init__(self, napari_viewer: Any, *, models_dir: str | Path | None = None,
+                 state: AppState | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.state = state if state is not None else state_for(napari_viewer)
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.result: Any = None
         self._worker: Any = None
@@ -167,17 +177,6 @@ class FinetuneWidget(QWidget):
         return box
 
     # ------------------------------------------------------------------ sources
-    def _review_controller(self) -> Any:
-        """The review widget's controller for this viewer, if that widget is open."""
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
-        if window is None:
-            return None
-        from napari_sgnet._qt.widget import SGNetWidget
-
-        for widget in window.findChildren(SGNetWidget):
-            return widget.controller
-        return None
-
     def add_source(self, source: Any, label: str) -> None:
         """Add a correction source (anything ``finetune`` accepts) shown as ``label``."""
         for i in range(self.source_list.count()):
@@ -189,8 +188,7 @@ class FinetuneWidget(QWidget):
 
     def add_review_store(self) -> bool:
         """Add the current review session's store (with its open slide); False if none."""
-        controller = self._review_controller()
-        session = getattr(controller, "session", None)
+        session = self.state.session
         if session is None:
             self.status_label.setText("No review session: add a label store or patch folder.")
             return False
@@ -245,9 +243,8 @@ class FinetuneWidget(QWidget):
         self.model_combo.clear()
         for entry in list_models(self.models_dir):
             self.model_combo.addItem(entry.label, str(entry.path))
-        controller = self._review_controller()
-        current = select or getattr(getattr(controller, "model", None), "path", None)
-        current = current or CURRENT.path
+        model = self.state.model
+        current = select or (model.path if model is not None else None)
         if current is not None:
             index = self.model_combo.findData(str(current))
             if index < 0:
@@ -326,13 +323,12 @@ class FinetuneWidget(QWidget):
         self.status_label.setText(f"Done in {result.wall_time_s:.0f} s.")
         self.use_btn.setEnabled(True)
         self.refresh_models(select=self.base_model())
+        self.state.offer_model(result.checkpoint)
         self.offered.emit(result.checkpoint)
         show_info(f"Fine-tuned model saved: {result.checkpoint}")
 
     def _on_errored(self, exc: BaseException) -> None:
-        message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, ValueError):
-            log.error("fine-tuning failed", exc_info=exc)
+        message = report_failure(exc, log, "fine-tuning").message  # bugs: traceback logged
         self.status_label.setText(message)
         show_error(message)
 
@@ -346,7 +342,11 @@ class FinetuneWidget(QWidget):
         if self.result is None or self.result.checkpoint is None:
             return False
         path = Path(self.result.checkpoint)
-        CURRENT.set(path)  # the review widget listens and switches its model
+        if self.state.offered != path:
+            self.state.offer_model(path)
+        if not self.state.use_offered():  # the review dock observes the state's model
+            self.status_label.setText(self.state.model_error)
+            return False
         self.refresh_models(select=path)
         self.use_btn.setEnabled(False)
         self.status_label.setText(f"Now using {path.name}.")
