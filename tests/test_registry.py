@@ -250,3 +250,15 @@ def test_registry_folders(monkeypatch, tmp_path):
     assert registry_layout.default_models_dir() == tmp_path / "xdg" / "napari-sgnet" / "models"
     assert registry_layout.BUNDLED_DIR == Path(registry_layout.__file__).parents[1] / "weights"
     assert list_models(tmp_path / "missing", include_bundled=False) == []
+
+
+def test_cli_model_options_take_registry_names(registry_env):
+    from napari_sgnet.cli import evaluate_cmd
+    from napari_sgnet.registry import resolve_model_dir
+
+    child = registry_env["child"]
+    assert evaluate_cmd._model_dir("toy-ft-20250101-120000") == child  # evaluate --model
+    assert resolve_model_dir("toy-ft-20250101-120000") == child  # finetune --model
+    assert resolve_model_dir(None) is None  # finetune's default: the bundled model
+    with pytest.raises(ModelNotFoundError, match="known models: bundled-toy, toy"):
+        evaluate_cmd._model_dir("nothing-of-that-name")

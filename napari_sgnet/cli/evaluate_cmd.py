@@ -71,17 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _model_dir(spec: str) -> Path:
-    from napari_sgnet.model import bundled_model_dir
+    from napari_sgnet.registry import find_model
 
     path = Path(spec)
     if path.exists():
         return path
-    try:
-        return bundled_model_dir(spec)
-    except UserInputError:  # CheckpointError: no such bundled model (lists those there are)
-        raise
-    except ValueError as exc:  # not a plain name, so not a bundled model either
-        raise OptionError(f"{spec}: no such checkpoint folder") from exc
+    # a bundled or fine-tuned model's name; ModelNotFoundError lists the known models
+    return find_model(spec).path
 
 
 def _slides(args: argparse.Namespace) -> list[Any]:

@@ -109,6 +109,8 @@ def load_predictor(spec: ModelSpec, device: str = "auto", precision: str = "auto
 
     module = spec.obj
     if module is None:
+        if spec.path is None:
+            raise RequestError(f"model {spec.info.name}: neither a checkpoint folder nor a model")
         try:
             from napari_sgnet.model import load_checkpoint
         except ImportError as exc:

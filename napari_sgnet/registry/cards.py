@@ -122,9 +122,7 @@ class ModelCard:
     @property
     def lineage(self) -> dict[str, Any]:
         """The config's ``training.lineage`` record (empty for a trained model)."""
-        training = self.config.training if isinstance(self.config.training, dict) else {}
-        lineage = training.get("lineage")
-        return dict(lineage) if isinstance(lineage, dict) else {}
+        return dict(_mapping(_mapping(self.config.training).get("lineage")))
 
     @property
     def digest(self) -> str:
@@ -159,6 +157,11 @@ class ModelCard:
         elif self.miou is not None:
             parts.append(f"held-out mIoU {self.miou:.3f}")
         return " ".join(parts)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else ``{}`` (configs are user files)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _kind_of(path: Path) -> str | None:
@@ -200,9 +203,9 @@ def read_card(path: str | os.PathLike[str], kind: str | None = None) -> ModelCar
     except ConfigError as exc:
         message = str(exc).removeprefix(f"{config_path}: ")
         raise CheckpointError(config_path, f"invalid model config: {message}") from exc
-    training = cfg.training if isinstance(cfg.training, dict) else {}
-    lineage = training.get("lineage") if isinstance(training.get("lineage"), dict) else {}
-    parent = lineage.get("parent") if isinstance(lineage.get("parent"), dict) else {}
+    training = _mapping(cfg.training)
+    lineage = _mapping(training.get("lineage"))
+    parent = _mapping(lineage.get("parent"))
     kind = kind or _kind_of(folder)
     if kind is None:
         kind = "finetuned" if lineage.get("kind") == "finetune" else "user"
@@ -347,8 +350,7 @@ def parent_record(config: ModelConfig, path: Path | None, digest: str) -> dict[s
     digest : str
         The parent's weights digest.
     """
-    training = config.training if isinstance(config.training, dict) else {}
-    lineage = training.get("lineage") if isinstance(training.get("lineage"), dict) else {}
+    lineage = _mapping(_mapping(config.training).get("lineage"))
     return {
         "name": config.name,
         "path": str(path) if path is not None else None,
