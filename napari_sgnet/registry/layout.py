@@ -48,7 +48,8 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 #: Environment variable naming the models folder.
 MODELS_ENV = "NAPARI_SGNET_MODELS"
-#: The bundled checkpoints shipped inside the package, one folder per model.
+#: The bundled checkpoints shipped inside the package, one folder per model (lookups read
+#: this module attribute at call time, so tests patch ``napari_sgnet.registry.layout``).
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: Prefix of the hidden folders a model is written into before it is published.
 STAGING_PREFIX = ".staging-"
