@@ -18,21 +18,23 @@ import math
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from napari_sgnet.inference.engine import RunStats, process_tiles
+from napari_sgnet.geometry import Box
+from napari_sgnet.inference.lifecycle import Step, execute
+from napari_sgnet.inference.loop import run_tiles
 from napari_sgnet.inference.models import ModelSpec, get_predictor
-from napari_sgnet.inference.plan import TilePlan
+from napari_sgnet.inference.plan import TilePlan, WorkItem
 from napari_sgnet.inference.predictor_base import Predictor
-from napari_sgnet.inference.prepare import WorkItem, open_slide, prepare
+from napari_sgnet.inference.prepare import PreparedRun, open_slide
 from napari_sgnet.inference.request import InferenceRequest, ProgressEvent
-from napari_sgnet.inference.writer import TileWriter, commit_tiles
+from napari_sgnet.inference.sinks import StoreSink, Written, commit_tiles
 from napari_sgnet.io.labelstore import DONE_GLASS, LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 
-__all__ = ["make_blocks", "run_distributed"]
+__all__ = ["DistributedExecutor", "make_blocks", "run_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def _run_block(
     plan: TilePlan,
     items: list[WorkItem],
     opts: dict[str, Any],
-) -> list[tuple[tuple[int, int], int]]:
+) -> list[Written]:
     """Worker task: predict a block and write its level 0; returns the written tiles."""
     if not isinstance(slide, Pyramid):
         key = (slide[0], slide[1])
@@ -93,24 +95,24 @@ def _run_block(
         torch.set_num_threads(int(opts["torch_threads"]))
     predictor = get_predictor(spec, _worker_device(opts["device"]), opts["precision"])
     store = LabelStore.open(store_path)
-    writer = TileWriter(store, plan, glass_label=opts["glass_label"])
-    for _ in process_tiles(
+    sink = StoreSink(store, plan, glass_label=opts["glass_label"])
+    for _ in run_tiles(
         slide,
         plan,
         predictor,
-        writer,
+        sink,
         items,
         batch_size=opts["batch_size"],
         prefetch=opts["prefetch"],
         readers=opts["readers"],
     ):
         pass
-    return writer.take_pending()
+    return sink.take_pending()
 
 
 def _connect(
     client: Any, n_workers: int | None, address: str | None, device: str
-) -> tuple[Any, int, Any, bool]:
+) -> tuple[Any, int, Callable[[], None], bool]:
     """A client, its worker count, a cleanup callable, and whether we started the cluster."""
     from distributed import Client, LocalCluster
 
@@ -132,43 +134,39 @@ def _connect(
     return client, n, cleanup, True
 
 
-def run_distributed(
-    request: InferenceRequest,
-    client: Any = None,
-    n_workers: int | None = None,
-    scheduler_address: str | None = None,
-    *,
-    cancel: threading.Event | None = None,
-    block_tiles: int | None = None,
-) -> Iterator[ProgressEvent]:
-    """Run ``request`` on dask.distributed, yielding an event per finished block.
+class DistributedExecutor:
+    """Run a prepared request's tiles as one dask task per block; commit as blocks finish.
 
     Parameters
     ----------
-    request : InferenceRequest
-        As for :func:`run_inference`; the store must be on a file system every
-        worker sees.
-    client : distributed.Client, optional
-        Use this client (its cluster is left running).
-    n_workers : int, optional
-        Workers of the LocalCluster started when neither ``client`` nor
-        ``scheduler_address`` is given; default one per GPU, else up to 4 CPU workers.
-    scheduler_address : str, optional
-        Connect to an external scheduler (e.g. ``"tcp://host:8786"``).
-    cancel : threading.Event, optional
-        Stop submitting and committing; blocks not yet committed are redone on resume.
-    block_tiles : int, optional
-        Side of a block in tiles; default gives about four blocks per worker.
+    client, n_workers, scheduler_address, block_tiles
+        See :func:`run_distributed`.
     """
-    run = prepare(request)
-    stats = RunStats(run)
-    status = "failed"
-    futures: list[Any] = []
-    client, n, cleanup, owned = _connect(client, n_workers, scheduler_address, request.device)
-    try:
-        from distributed import as_completed
 
-        block = block_tiles or max(1, math.isqrt(max(1, len(run.work)) // (4 * n)))
+    def __init__(
+        self,
+        client: Any = None,
+        n_workers: int | None = None,
+        scheduler_address: str | None = None,
+        block_tiles: int | None = None,
+    ) -> None:
+        self.client = client
+        self.n_workers = n_workers
+        self.scheduler_address = scheduler_address
+        self.block_tiles = block_tiles
+        self.run: PreparedRun | None = None
+        self.futures: list[Any] = []
+        self._cleanup: Callable[[], None] | None = None
+
+    def start(self, run: PreparedRun) -> None:
+        """Connect (or start a LocalCluster), then submit one task per block."""
+        request = run.request
+        self.run = run
+        client, n, self._cleanup, owned = _connect(
+            self.client, self.n_workers, self.scheduler_address, request.device
+        )
+        self.client = client
+        block = self.block_tiles or max(1, math.isqrt(max(1, len(run.work)) // (4 * n)))
         blocks = make_blocks(run.work, block)
         if isinstance(request.slide, Pyramid):
             slide_ref: Any = client.scatter(run.pyramid, broadcast=True)
@@ -184,7 +182,7 @@ def run_distributed(
             "glass_label": request.glass_label,
             "torch_threads": max(1, (os.cpu_count() or 1) // n) if owned else None,
         }
-        futures = [
+        self.futures = [
             client.submit(
                 _run_block, slide_ref, spec, str(run.store.path), run.plan, items, opts, pure=False
             )
@@ -193,22 +191,63 @@ def run_distributed(
         log.info(
             "%s: %d tiles in %d blocks on %d workers", run.store.path, len(run.work), len(blocks), n
         )
-        yield stats.event("started")
-        for future in as_completed(futures):
+
+    def steps(self, cancel: threading.Event | None) -> Generator[Step, None, None]:
+        """Commit each block as it finishes (the driver is the only committer)."""
+        from distributed import as_completed
+
+        assert self.run is not None
+        run = self.run
+        for future in as_completed(self.futures):
             if cancel is not None and cancel.is_set():
-                break
-            written = future.result()
-            boxes = commit_tiles(run.store, run.plan, written)
-            stats.add([(idx, kind == DONE_GLASS) for idx, kind in written])
-            yield stats.event("progress", boxes)
-        status = "cancelled" if cancel is not None and cancel.is_set() else "completed"
-    except GeneratorExit:
-        status = "cancelled"
-        raise
-    finally:
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
-        stats.record(status)
-        cleanup()
-    yield stats.event(status)
+                return
+            written: list[Written] = future.result()
+            boxes: list[Box] = commit_tiles(run.store, run.plan, written)
+            yield [(idx, kind == DONE_GLASS) for idx, kind in written], boxes
+
+    def finish(self) -> list[Box]:
+        """Cancel the blocks not yet done and close what :meth:`start` opened."""
+        try:
+            pending = [f for f in self.futures if not f.done()]
+            if pending and self.client is not None:
+                self.client.cancel(pending)
+        finally:
+            if self._cleanup is not None:
+                self._cleanup()
+        return []
+
+
+def run_distributed(
+    request: InferenceRequest,
+    client: Any = None,
+    n_workers: int | None = None,
+    scheduler_address: str | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    block_tiles: int | None = None,
+) -> Generator[ProgressEvent, None, None]:
+    """Run ``request`` on dask.distributed, yielding an event per finished block.
+
+    The lifecycle (checks, events, cancel, outcome record) is the single-process
+    engine's (:func:`~napari_sgnet.inference.lifecycle.execute`); only the execution
+    differs.
+
+    Parameters
+    ----------
+    request : InferenceRequest
+        As for :func:`~napari_sgnet.inference.engine.run_inference`; the store must be
+        on a file system every worker sees.
+    client : distributed.Client, optional
+        Use this client (its cluster is left running).
+    n_workers : int, optional
+        Workers of the LocalCluster started when neither ``client`` nor
+        ``scheduler_address`` is given; default one per GPU, else up to 4 CPU workers.
+    scheduler_address : str, optional
+        Connect to an external scheduler (e.g. ``"tcp://host:8786"``).
+    cancel : threading.Event, optional
+        Stop submitting and committing; blocks not yet committed are redone on resume.
+    block_tiles : int, optional
+        Side of a block in tiles; default gives about four blocks per worker.
+    """
+    executor = DistributedExecutor(client, n_workers, scheduler_address, block_tiles)
+    yield from execute(request, executor, cancel=cancel)

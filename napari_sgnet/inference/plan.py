@@ -16,9 +16,11 @@ from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
 from napari_sgnet.io.pyramid import Pyramid
 
-__all__ = ["TileIndex", "TilePlan", "make_plan"]
+__all__ = ["TileIndex", "TilePlan", "WorkItem", "grid_plan", "make_plan"]
 
 TileIndex = tuple[int, int]
+#: A tile to do and whether it is glass (glass tiles are written, never predicted).
+WorkItem = tuple[TileIndex, bool]
 
 
 @dataclass(frozen=True)
@@ -130,25 +132,80 @@ def make_plan(
     RequestError
         If the overlap leaves no valid centre or the region misses the slide.
     """
-    if not 0 <= 2 * overlap < info.patch_size:
-        raise RequestError(
-            f"overlap {overlap} leaves no valid centre of a {info.patch_size}-px patch "
-            f"(need 0 <= 2 * overlap < {info.patch_size})"
-        )
     level = pyramid.level_for_mpp(info.mpp)
     width, height = pyramid.level_size(level)
     downsample = float(pyramid.downsamples[level])
-    if region is None:
-        lvl_region = Box(0, 0, width, height)
-    else:
+    lvl_region: Box | None = None
+    if region is not None:
         if region.is_empty or region.clip(pyramid.width, pyramid.height).is_empty:
             raise RequestError(
                 f"region {region.as_tuple()} lies outside the slide "
                 f"({pyramid.width} x {pyramid.height} px)"
             )
         lvl_region = scale_box(region.clip(pyramid.width, pyramid.height), 1.0 / downsample)
-        lvl_region = lvl_region.clip(width, height)
-    tile = info.patch_size - 2 * overlap
+    return grid_plan(
+        width,
+        height,
+        patch=info.patch_size,
+        context_factor=info.context_factor,
+        level=level,
+        downsample=downsample,
+        overlap=overlap,
+        region=lvl_region,
+        order=order,
+    )
+
+
+def grid_plan(
+    width: int,
+    height: int,
+    *,
+    patch: int,
+    context_factor: float | None,
+    level: int = 0,
+    downsample: float = 1.0,
+    overlap: int = 0,
+    region: Box | None = None,
+    order: str = "raster",
+) -> TilePlan:
+    """Plan the tiles of one level of known size (what :func:`make_plan` and evaluation share).
+
+    Parameters
+    ----------
+    width, height : int
+        Size of the level in pixels.
+    patch : int
+        Local window side.
+    context_factor : float or None
+        Context window side relative to ``patch``; ``None`` for no context.
+    level : int
+        Pyramid level the windows are read from.
+    downsample : float
+        That level's downsample relative to the slide's level 0.
+    overlap : int
+        Pixels dropped on each side of each prediction.
+    region : Box, optional
+        Region in this level's pixels (clipped to it); ``None`` for the whole level.
+    order : {"raster", "center"}
+        Tile order.
+
+    Returns
+    -------
+    TilePlan
+        Every tile of the grid of side ``patch - 2 * overlap`` that meets ``region``.
+
+    Raises
+    ------
+    RequestError
+        If the overlap leaves no valid centre.
+    """
+    if not 0 <= 2 * overlap < patch:
+        raise RequestError(
+            f"overlap {overlap} leaves no valid centre of a {patch}-px patch "
+            f"(need 0 <= 2 * overlap < {patch})"
+        )
+    lvl_region = (region or Box(0, 0, width, height)).clip(width, height)
+    tile = patch - 2 * overlap
     indices = [
         (b.y // tile, b.x // tile) for b in chunk_aligned_tiles(width, height, tile, lvl_region)
     ]
@@ -157,9 +214,9 @@ def make_plan(
         downsample=downsample,
         width=width,
         height=height,
-        patch=info.patch_size,
+        patch=patch,
         overlap=overlap,
-        context_factor=info.context_factor,
+        context_factor=context_factor,
         region=lvl_region,
         tiles=tuple(_order(indices, lvl_region, tile, order)),
     )

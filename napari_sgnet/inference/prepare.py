@@ -14,7 +14,7 @@ from typing import Any
 
 from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
-from napari_sgnet.inference.plan import TileIndex, TilePlan, make_plan
+from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
 from napari_sgnet.inference.request import InferenceRequest
 from napari_sgnet.inference.tissue import tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
@@ -24,9 +24,6 @@ from napari_sgnet.io.pyramid import Pyramid
 __all__ = ["PreparedRun", "WorkItem", "open_slide", "prepare", "prepare_store"]
 
 log = logging.getLogger(__name__)
-
-#: A tile to do and whether it is glass.
-WorkItem = tuple[TileIndex, bool]
 
 
 def open_slide(path: str | Path, mpp: float | None = None) -> Pyramid:

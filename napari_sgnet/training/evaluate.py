@@ -1,10 +1,15 @@
-"""Held-out evaluation with a simple tiled predictor (validation during training, ``evaluate``).
+"""Held-out evaluation through the inference tile loop (validation during training, ``evaluate``).
 
 Protocol (the inference engine's with overlap 0): tile the working level with non-overlapping
 ``tile x tile`` windows on a grid anchored at ``(0, 0)``; feed each window as the local patch
 with a centred surrounding patch ``alpha`` times larger (glass-padded past the edge); keep the
-argmax. Scores: confusion matrix against the ground truth (label 0 ignored) and seam counts on
-the tile grid over labelled pixels (see :mod:`napari_sgnet.metrics`).
+argmax as label ids (class ``k`` -> ``k + 1``). Scores: confusion matrix against the ground
+truth (label 0 ignored) and seam counts on the tile grid over labelled pixels (see
+:mod:`napari_sgnet.metrics`). The tiles run through
+:func:`napari_sgnet.inference.loop.run_tiles` with a
+:class:`~napari_sgnet.inference.predictor.TorchPredictor` (the one model runtime), into an
+:class:`~napari_sgnet.inference.sinks.ArraySink` (:func:`predict_level`) or a
+:class:`~napari_sgnet.inference.sinks.ScoreSink` (:func:`evaluate_model`).
 """
 
 from __future__ import annotations
@@ -18,17 +23,85 @@ import torch
 from torch import nn
 
 from napari_sgnet.config import ModelConfig
-from napari_sgnet.geometry import Box, chunk_aligned_tiles
+from napari_sgnet.inference.loop import TileSink, run_tiles
+from napari_sgnet.inference.plan import TilePlan, grid_plan
+from napari_sgnet.inference.predictor import TorchPredictor
+from napari_sgnet.inference.sinks import ArraySink, ScoreSink
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
 from napari_sgnet.metrics import ConfusionMatrix, SeamCounts, grid_borders, seam_counts
-from napari_sgnet.model.runtime import autocast, normalise
 from napari_sgnet.training.dataset import SlideSource, in_memory_level, working_level
 
-__all__ = ["EvalResult", "evaluate_model", "predict_level", "score_prediction"]
+__all__ = [
+    "EvalResult",
+    "eval_plan",
+    "eval_predictor",
+    "evaluate_model",
+    "predict_level",
+    "score_prediction",
+]
 
 
-@torch.no_grad()
+def precision_of(amp_dtype: torch.dtype | None) -> str:
+    """The predictor precision (``"fp32"``/``"bf16"``) of an autocast dtype.
+
+    Raises
+    ------
+    ValueError
+        For an autocast dtype the model runtime does not offer.
+    """
+    if amp_dtype is None:
+        return "fp32"
+    if amp_dtype == torch.bfloat16:
+        return "bf16"
+    raise ValueError(f"unsupported autocast dtype {amp_dtype}; use None (fp32) or torch.bfloat16")
+
+
+def eval_predictor(
+    model: nn.Module, device: torch.device | str, amp_dtype: torch.dtype | None
+) -> TorchPredictor:
+    """A :class:`TorchPredictor` over ``model`` as evaluation runs it.
+
+    The module is put in eval mode on ``device`` but keeps its memory format (evaluation
+    during training must not change the weights' layout). The caller restores train mode.
+    """
+    return TorchPredictor(
+        model, device=str(device), precision=precision_of(amp_dtype), channels_last=False
+    )
+
+
+def eval_plan(config: ModelConfig, width: int, height: int, level: int, tile: int) -> TilePlan:
+    """The non-overlapping ``tile``-px plan of a ``width x height`` level for ``config``.
+
+    Raises
+    ------
+    ValueError
+        If ``tile`` is not a multiple of 32.
+    """
+    if tile % 32:
+        raise ValueError(f"tile size must be a multiple of 32, got {tile}")
+    factor = float(config.context_factor) if config.use_context else None
+    return grid_plan(width, height, patch=tile, context_factor=factor, level=level)
+
+
+def _run_level(
+    model: nn.Module,
+    image: Pyramid,
+    plan: TilePlan,
+    sink: TileSink,
+    batch_size: int,
+    device: torch.device | str,
+    amp_dtype: torch.dtype | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    predictor = eval_predictor(model, device, amp_dtype)
+    total, done = len(plan.tiles), 0
+    work = [(idx, False) for idx in plan.tiles]
+    for batch in run_tiles(image, plan, predictor, sink, work, batch_size=batch_size):
+        done += len(batch)
+        if progress is not None:
+            progress(done, total)
+
+
 def predict_level(
     model: nn.Module,
     config: ModelConfig,
@@ -45,9 +118,9 @@ def predict_level(
     Parameters
     ----------
     model : nn.Module
-        Segmentation model (``forward(local, context, local_box_in_context)``).
+        Segmentation model with ``.config`` (``forward(local, context=...)``).
     config : ModelConfig
-        The model's config (context factor, normalisation, µm/px, context use).
+        The model's config (context factor, µm/px, context use).
     image : Pyramid
         RGB slide.
     level : int, optional
@@ -59,7 +132,7 @@ def predict_level(
     device : torch.device or str
         Where the model runs.
     amp_dtype : torch.dtype, optional
-        Autocast dtype (``None`` = float32).
+        Autocast dtype (``None`` = float32, or ``torch.bfloat16``).
     progress : callable, optional
         ``progress(done_tiles, total_tiles)`` after each batch.
 
@@ -69,39 +142,13 @@ def predict_level(
         ``(H, W)`` uint8 label ids at ``level`` (class ``k`` -> ``k + 1``).
     """
     tile = tile or config.patch_size
-    if tile % 32:
-        raise ValueError(f"tile size must be a multiple of 32, got {tile}")
     level = image.level_for_mpp(config.mpp) if level is None else level
-    src, src_level = in_memory_level(image, level)
     width, height = image.level_size(level)
-    out = np.zeros((height, width), dtype=np.uint8)
-    tiles = chunk_aligned_tiles(width, height, tile)
-    device = torch.device(device)
-    model.eval()
-    for start in range(0, len(tiles), batch_size):
-        batch = tiles[start : start + batch_size]
-        locals_, contexts = [], []
-        for t in batch:
-            box = Box(t.x, t.y, tile, tile)
-            local, context, _ = read_local_and_context(
-                src, src_level, box, config.context_factor, pad_value=GLASS_PAD
-            )
-            locals_.append(local[..., :3])
-            contexts.append(context[..., :3])
-        x = normalise(_to_tensor(locals_, device), config)
-        c = normalise(_to_tensor(contexts, device), config) if config.use_context else None
-        with autocast(device, amp_dtype):
-            logits = model(x, c)["logits"]
-        pred = (logits.argmax(dim=1) + 1).to(torch.uint8).cpu().numpy()
-        for t, p in zip(batch, pred, strict=True):
-            out[t.y : t.y1, t.x : t.x1] = p[: t.h, : t.w]
-        if progress is not None:
-            progress(min(start + batch_size, len(tiles)), len(tiles))
-    return out
-
-
-def _to_tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().to(device)
+    src, src_level = in_memory_level(image, level)
+    plan = eval_plan(config, width, height, src_level, tile)
+    sink = ArraySink(plan)
+    _run_level(model, src, plan, sink, batch_size, device, amp_dtype, progress)
+    return sink.labels
 
 
 @dataclass
@@ -141,12 +188,32 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
 ) -> EvalResult:
-    """Score a model on slides with ground truth under the non-overlapping tiling protocol."""
+    """Score a model on slides with ground truth under the non-overlapping tiling protocol.
+
+    The predictions are scored as the tiles arrive (:class:`ScoreSink`); the numbers equal
+    :func:`score_prediction` of :func:`predict_level`'s map.
+
+    Parameters
+    ----------
+    model, config, tile, batch_size, device, amp_dtype
+        As for :func:`predict_level`.
+    sources : sequence of SlideSource
+        Slides with ground-truth label pyramids (pooled).
+
+    Returns
+    -------
+    EvalResult
+        Confusion matrix and seam counts over every slide.
+    """
     tile = tile or config.patch_size
     result = EvalResult(ConfusionMatrix(config.num_classes, config.palette.names), SeamCounts())
     for src in sources:
         level, lab_level = working_level(src.image, src.labels, config.mpp)
-        pred = predict_level(model, config, src.image, level, tile, batch_size, device, amp_dtype)
+        width, height = src.image.level_size(level)
+        image, image_level = in_memory_level(src.image, level)
+        plan = eval_plan(config, width, height, image_level, tile)
         truth = np.asarray(src.labels.levels[lab_level])
-        result.merge(score_prediction(pred, truth, config, tile))
+        sink = ScoreSink(plan, truth, result.confusion, seams=True)
+        _run_level(model, image, plan, sink, batch_size, device, amp_dtype)
+        result.seams = result.seams + sink.seams
     return result

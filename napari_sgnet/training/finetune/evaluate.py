@@ -3,8 +3,13 @@
 Label-store regions: every tile of the working level's non-overlapping ``patch x patch`` grid
 (anchored at ``(0, 0)``, the inference engine's tiling with overlap 0) that meets a held-out
 region is predicted with its centred surrounding patch (glass-padded past the edge); only the
-region's corrected pixels are scored. Patch-folder regions: each held-out item's local patch is
-predicted with its exported surrounding patch and scored against its local mask.
+region's corrected pixels are scored. These tiles run through the inference tile loop
+(:func:`napari_sgnet.inference.loop.run_tiles`) into a
+:class:`~napari_sgnet.inference.sinks.ScoreSink`, with the predictor evaluation uses
+(:func:`napari_sgnet.training.evaluate.eval_predictor`). Patch-folder regions are not tiles of
+a slide: each held-out item's local patch is predicted with its exported surrounding patch (at
+its recorded offset, which the tile predictor has no way to take) and scored against its local
+mask.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from torch import nn
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.errors import SGNetError
 from napari_sgnet.geometry import Box, chunk_aligned_tiles
-from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
+from napari_sgnet.inference.loop import run_tiles
+from napari_sgnet.inference.plan import WorkItem
+from napari_sgnet.inference.sinks import ScoreSink
 from napari_sgnet.metrics import ConfusionMatrix
 from napari_sgnet.model.runtime import autocast, normalise
+from napari_sgnet.training.evaluate import eval_plan, eval_predictor
 from napari_sgnet.training.finetune.corrections import CorrectionSet
 from napari_sgnet.training.finetune.splits import Region
 
@@ -136,35 +144,41 @@ def evaluate_held_out(
     return {**cm.to_dict(), "tiles": total, "regions": len(held_out)}
 
 
-def _score_store(model, config, cs, regions, cm, device, amp, batch_size, step) -> None:
+def _score_store(
+    model: nn.Module,
+    config: ModelConfig,
+    cs: CorrectionSet,
+    regions: Sequence[Region],
+    cm: ConfusionMatrix,
+    device: torch.device,
+    amp: torch.dtype | None,
+    batch_size: int,
+    step: Callable[[int], None],
+) -> None:
+    assert cs.image is not None
     p = config.patch_size
-    tiles = _store_tiles(cs, regions, p)
-    preds: dict[Box, np.ndarray] = {}
-    for start in range(0, len(tiles), batch_size):
-        batch = tiles[start : start + batch_size]
-        locals_, contexts = [], []
-        for t in batch:
-            local, context, _ = read_local_and_context(
-                cs.image, cs.level, Box(t.x, t.y, p, p), config.context_factor, pad_value=GLASS_PAD
-            )
-            locals_.append(local)
-            contexts.append(context)
-        pred = _forward(model, config, locals_, contexts, None, device, amp)
-        for t, pr in zip(batch, pred, strict=True):
-            preds[t] = pr[: t.h, : t.w]
+    width, height = cs.image.level_size(cs.level)
+    plan = eval_plan(config, width, height, cs.level, p)
+    work: list[WorkItem] = [((t.y // p, t.x // p), False) for t in _store_tiles(cs, regions, p)]
+    sink = ScoreSink(plan, [(r.box, r.labels) for r in regions], cm)
+    predictor = eval_predictor(model, device, amp)
+    for batch in run_tiles(cs.image, plan, predictor, sink, work, batch_size=batch_size):
         step(len(batch))
-    for r in regions:
-        canvas = np.zeros((r.box.h, r.box.w), dtype=np.uint8)
-        for t, pr in preds.items():
-            inter = t.intersect(r.box)
-            if inter.is_empty:
-                continue
-            canvas[inter.relative_to(r.box).slices()] = pr[inter.relative_to(t).slices()]
-        cm.update(r.labels, canvas)
 
 
-def _score_patches(model, config, cs, regions, cm, device, amp, batch_size, step) -> None:
+def _score_patches(
+    model: nn.Module,
+    config: ModelConfig,
+    cs: CorrectionSet,
+    regions: Sequence[Region],
+    cm: ConfusionMatrix,
+    device: torch.device,
+    amp: torch.dtype | None,
+    batch_size: int,
+    step: Callable[[int], None],
+) -> None:
     folder = cs.folder
+    assert folder is not None
     items = [i for r in regions for i in r.items]
     for start in range(0, len(items), batch_size):
         batch = [folder[i] for i in items[start : start + batch_size]]
