@@ -156,8 +156,9 @@ def test_ngff_image_and_labels_open_with_ome_zarr(tmp_path, rgb_pyramid, label_p
     assert np.array_equal(np.asarray(gleason.data[0]), label_pyramid.levels[0].compute())
     for k, cls in enumerate(GLEASON.classes, start=1):
         assert gleason.metadata["color"][k] == pytest.approx([c / 255 for c in cls.color] + [1.0])
-        assert gleason.metadata["properties"][k]["name"] == cls.name
+        assert gleason.metadata["properties"][k]["class"] == cls.name
     assert gleason.metadata["color"][0][3] == 0
+    assert gleason.metadata["properties"][0]["class"] == "no label"
     group = zarr.open_group(str(root / "labels"), mode="r")
     listing = group.attrs["ome"]["labels"] if version == "0.5" else group.attrs["labels"]
     assert listing == ["gleason", "other"]

@@ -9,7 +9,7 @@ from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference.testing import pattern_slide
 from napari_sgnet.io.labelstore import DONE_GLASS, DONE_PREDICTED, LabelStore
-from napari_sgnet.io.labelstore.base import MAX_REQUEST_RECORDS
+from napari_sgnet.io.labelstore.meta import MAX_REQUEST_RECORDS
 from napari_sgnet.io.labelstore.pyramid import (
     chunk_index_runs,
     level_shapes,
@@ -79,7 +79,7 @@ def test_create_layout_and_attributes(store, slide):
     assert scales == [[2.0 * 2**k * 0.5] * 2 for k in range(5)]
     assert [a["name"] for a in ome["multiscales"][0]["axes"]] == ["y", "x"]
     props = ome["image-label"]["properties"]
-    assert [p["class"] for p in props] == GLEASON.names
+    assert [p["class"] for p in props] == ["no label", *GLEASON.names]
     for name in ("confidence", "edited"):
         assert group[name].shape == (250, 350) and group[name].dtype == np.uint8
     assert group["done"].shape == (4, 6)
@@ -281,3 +281,29 @@ def test_validate_reports_damage(store):
     )
     with pytest.raises(StoreError, match="done-map"):
         LabelStore.open(store.path).validate()
+
+
+def test_review_state_writes_under_the_store_lock(store):
+    """One lock per store: the review state of a second instance waits for a store write."""
+    import threading
+
+    other = LabelStore.open(store.path)
+    worker = threading.Thread(target=other.review.add_reviewed, args=(Box(0, 0, 8, 8),))
+    with store._guard.writing():
+        worker.start()
+        worker.join(timeout=0.3)
+        assert worker.is_alive()  # blocked on the store's lock
+        assert store.review.reviewed() == []
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert store.review.reviewed() == [Box(0, 0, 8, 8)]
+
+
+def test_read_only_store_refuses_review_writes(store):
+    ro = LabelStore.open(store.path, mode="r")
+    with pytest.raises(StoreError, match="read-only"):
+        ro.review.add_reviewed(Box(0, 0, 2, 2))
+    crop = np.ones((2, 2), np.uint8)
+    with pytest.raises(StoreError, match="read-only"):
+        ro.review.save_pending(Box(0, 0, 2, 2), crop, crop, "t")
+    assert ro.review.load_pending() is None

@@ -1,4 +1,4 @@
-"""``next_uncertain_region`` and ``ReviewQueue`` on a small store with known confidences."""
+"""``next_uncertain_region`` on a small store with known confidences."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ import pytest
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.io.uncertainty import (
-    ConfidenceSummary,
-    ReviewQueue,
-    default_level,
-    next_uncertain_region,
-)
+from napari_sgnet.io.uncertainty import ConfidenceSummary, default_level, next_uncertain_region
 from napari_sgnet.palette import GLEASON
 
 H, W = 400, 600
@@ -54,9 +49,8 @@ def test_picks_lowest_confidence_and_skips_reviewed(store: LabelStore):
 
 
 def test_walks_every_predicted_region_once_then_none(store: LabelStore):
-    summary = ConfidenceSummary.from_store(store, default_level(R))
     reviewed: list[Box] = []
-    while (box := next_uncertain_region(summary, reviewed, R)) is not None:
+    while (box := next_uncertain_region(store, reviewed, R)) is not None:
         assert box not in reviewed
         reviewed.append(box)
     assert len(reviewed) == 4 * 4  # 5 x 4 regions minus the never-predicted column
@@ -78,16 +72,7 @@ def test_summary_matches_brute_force_and_levels_agree(store: LabelStore):
             for ix in range(sums.shape[1]):
                 block = conf[iy * R : (iy + 1) * R, ix * R : (ix + 1) * R]
                 assert sums[iy, ix] == block.sum() and counts[iy, ix] == (block > 0).sum()
-        assert next_uncertain_region(s, None, R) == Box(256, 128, R, R)
-
-
-def test_review_queue_is_immutable_and_counts_down(store: LabelStore):
-    queue = ReviewQueue.from_store(store, R)
-    assert queue.remaining() == 16
-    box = queue.next()
-    moved = queue.mark_reviewed(box)
-    assert queue.next() == box and moved.next() != box
-    assert moved.remaining() == 15
+        assert next_uncertain_region(store, None, R, level=level) == Box(256, 128, R, R)
 
 
 def test_default_level_and_bad_input():

@@ -24,7 +24,7 @@ from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
-from napari_sgnet.io.labelstore.review_state import PendingEdit, ReviewRecord
+from napari_sgnet.io.labelstore.review_state import PendingEdit
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = [
@@ -182,7 +182,7 @@ class ReviewSession:
         self.slide_scale = tuple(slide_scale or (mpp, mpp))
         self.slide_translate = tuple(slide_translate)
         self.max_edit_side = int(max_edit_side)
-        self.record = ReviewRecord(store.path, read_only=store.read_only)
+        self.record = store.review
         self.edit: EditRegion | None = None
         # Serialises autosaves (which may run on a worker thread) with commit / discard,
         # so an autosave can never resurrect an edit that was just committed.

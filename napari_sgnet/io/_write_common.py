@@ -1,7 +1,12 @@
-"""Shared plumbing of the pyramid writers: input normalisation and atomic output paths."""
+"""Plumbing of the pyramid writers: input normalisation, atomic output paths, NGFF zarr groups.
+
+The NGFF attributes come from :mod:`napari_sgnet.io.ngff`; this module only streams the
+pixels into zarr arrays and puts the attributes on the groups.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -9,19 +14,39 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import numpy as np
+import zarr
 
 from napari_sgnet.errors import StoreError
+from napari_sgnet.io.ngff import (
+    ImageLabel,
+    Multiscale,
+    NgffVersion,
+    labels_attributes,
+    level_datasets,
+    multiscale_attributes,
+    ome_attributes,
+    parse_labels,
+    spatial_axes,
+)
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.palette import Palette
 
 __all__ = [
     "Progress",
+    "array_options",
     "as_levels",
     "check_levels",
     "claim_path",
     "commit_path",
     "is_zarr_group",
     "remove_path",
+    "write_labels",
+    "write_multiscale",
+    "zarr_format",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Progress callback: called with the number of pixels just written.
 Progress = Callable[[int], Any]
@@ -87,3 +112,173 @@ def commit_path(partial: Path, path: Path) -> None:
     if path.exists() or path.is_symlink():
         remove_path(path)
     os.replace(partial, path)
+
+
+# --------------------------------------------------------------------------- NGFF zarr groups
+def zarr_format(version: NgffVersion) -> int:
+    """The zarr format of an NGFF version: 3 for 0.5, 2 for 0.4."""
+    return 3 if version == "0.5" else 2
+
+
+def array_options(version: NgffVersion, axes: Sequence[str]) -> dict[str, Any]:
+    """``create_array`` options of an NGFF level: zstd-compressed, ``/`` chunk keys on zarr v2."""
+    if version == "0.5":
+        from zarr.codecs import BloscCodec
+
+        return {
+            "dimension_names": list(axes),
+            "compressors": BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+        }
+    import numcodecs
+
+    return {
+        "chunk_key_encoding": {"name": "v2", "separator": "/"},
+        "compressors": numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
+    }
+
+
+def _store(array: da.Array, target: zarr.Array, chunk: int, progress: Progress | None) -> None:
+    """Copy ``array`` into the zarr array ``target`` one band of chunk rows at a time."""
+    array = array.rechunk(target.chunks)
+    y_axis = array.ndim - 2
+    height = array.shape[y_axis]
+    lead = (slice(None),) * y_axis
+    for y in range(0, height, chunk):
+        band = (*lead, slice(y, min(y + chunk, height)), slice(None))
+        da.store(array[band], target, regions=band, lock=False)
+        if progress is not None:
+            progress((band[y_axis].stop - y) * int(array.shape[-1]))
+
+
+def _omero_rgb() -> dict[str, Any]:
+    colors = ("FF0000", "00FF00", "0000FF", "FFFFFF")
+    return {
+        "rdefs": {"model": "color"},
+        "channels": [
+            {
+                "label": label,
+                "color": color,
+                "active": True,
+                "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+            }
+            for label, color in zip("RGBA", colors, strict=False)
+        ],
+    }
+
+
+def write_multiscale(
+    location: Path,
+    levels: Sequence[da.Array],
+    downsamples: Sequence[float],
+    *,
+    mpp: float | None,
+    version: NgffVersion,
+    chunks: int,
+    progress: Progress | None = None,
+    name: str,
+    image_label: ImageLabel | None = None,
+) -> None:
+    """Write ``levels`` as a new NGFF multiscale group at ``location`` (must not exist).
+
+    Images with a channel axis (``(H, W, C)`` levels) are stored ``c, y, x``. Level ``k``
+    has scale ``downsamples[k]`` x µm/px (pixels when unknown). With ``image_label`` the
+    group is a label image.
+    """
+    group = zarr.open_group(str(location), mode="w-", zarr_format=zarr_format(version))
+    rgb = levels[0].ndim == 3
+    axes = spatial_axes("micrometer" if mpp else None, channel=rgb)
+    names = [a.name for a in axes]
+    for i, level in enumerate(levels):
+        array = level.transpose(2, 0, 1) if rgb else level
+        shape = tuple(int(s) for s in array.shape)
+        chunk_shape = (shape[0], chunks, chunks) if rgb else (chunks, chunks)
+        target = group.create_array(
+            str(i),
+            shape=shape,
+            chunks=chunk_shape,
+            dtype=array.dtype,
+            fill_value=0,
+            **array_options(version, names),
+        )
+        _store(array, target, chunks, progress)
+    multiscale = Multiscale(
+        axes=axes,
+        datasets=level_datasets(downsamples, mpp or 1.0, leading=(1.0,) if rgb else ()),
+        name=name,
+    )
+    omero = _omero_rgb() if rgb and levels[0].dtype == np.uint8 else None
+    group.attrs.update(
+        multiscale_attributes(multiscale, version, image_label=image_label, omero=omero)
+    )
+
+
+def write_labels(
+    root: Path,
+    levels: Sequence[da.Array],
+    downsamples: Sequence[float],
+    *,
+    mpp: float | None,
+    version: NgffVersion,
+    chunks: int,
+    progress: Progress | None = None,
+    name: str,
+    palette: Palette | None,
+    overwrite: bool,
+) -> Path:
+    """Write a label image to ``root/labels/<name>`` and list it in ``root/labels``.
+
+    ``root`` may be an NGFF image of the same version (the labels point back at it
+    with ``source.image``) or a new folder. Returns the label image group.
+    """
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"invalid label name {name!r}")
+    fmt = zarr_format(version)
+    if root.exists():
+        if not is_zarr_group(root):
+            raise StoreError(
+                root, "exists and is not a zarr store; refusing to write labels into it"
+            )
+        found = 3 if (root / "zarr.json").is_file() else 2
+        if found != fmt:
+            want = "0.5" if found == 3 else "0.4"
+            raise StoreError(root, f"is a zarr v{found} store: write NGFF {want} labels into it")
+        root_group = zarr.open_group(str(root), mode="r+")
+    else:
+        if not root.parent.is_dir():
+            raise StoreError(root, f"parent folder {root.parent} does not exist")
+        root_group = zarr.open_group(str(root), mode="w-", zarr_format=fmt)
+    labels_group = root_group.require_group("labels")
+    target = root / "labels" / name
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise StoreError(target, "already exists; pass overwrite=True (--overwrite) to replace it")
+    source = "../../" if _has_multiscales(root_group) else None
+    if palette is not None:
+        image_label = ImageLabel.from_palette(palette, source_image=source)
+    else:
+        image_label = ImageLabel(source_image=source)
+    partial = target.with_name(f".{name}.partial")
+    remove_path(partial)
+    try:
+        write_multiscale(
+            partial,
+            levels,
+            downsamples,
+            mpp=mpp,
+            version=version,
+            chunks=chunks,
+            progress=progress,
+            name=name,
+            image_label=image_label,
+        )
+        commit_path(partial, target)
+    except BaseException:
+        remove_path(partial)
+        raise
+    names = [n for n in parse_labels(labels_group.attrs.asdict()) if n != name] + [name]
+    labels_group.attrs.update(labels_attributes(names, version))
+    log.info("wrote labels %s", target)
+    return target
+
+
+def _has_multiscales(group: zarr.Group) -> bool:
+    return "multiscales" in ome_attributes(group.attrs.asdict())

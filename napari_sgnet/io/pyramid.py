@@ -9,7 +9,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from napari_sgnet.geometry import Box, level_closest_to_mpp, scale_box
+from napari_sgnet.geometry import Box, level_closest_to_mpp
 
 __all__ = ["Pyramid", "read_window"]
 
@@ -99,10 +99,6 @@ class Pyramid:
             if ds <= downsample * (1 + 1e-6):
                 best = i
         return best
-
-    def to_level(self, box: Box, level: int) -> Box:
-        """Convert a level-0 box to a covering box at ``level``."""
-        return scale_box(box, 1.0 / self.downsamples[level])
 
     def read(self, box: Box, level: int = 0, pad_value: int = 0) -> np.ndarray:
         """Read a window of a level, padded with ``pad_value`` past the image edge.

@@ -6,8 +6,7 @@ edited; never-predicted pixels and glass stay 0). Its score is the mean confiden
 those pixels. The summary is one pass over the confidence array, reduced to block
 sums at a coarse cell size (``2**level`` store pixels, default: the largest power of
 two dividing ``region_size``, at most 1/4 of it) with dask, so memory is that of the
-coarse grid and the pass runs in parallel over chunks. A :class:`ReviewQueue` keeps
-one summary and answers repeated "next" requests instantly.
+coarse grid and the pass runs in parallel over chunks.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ import dask.array as da
 import numpy as np
 
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore.base import LabelStoreBase
+from napari_sgnet.io.labelstore.store import LabelStore
 
-__all__ = ["ConfidenceSummary", "ReviewQueue", "default_level", "next_uncertain_region"]
+__all__ = ["ConfidenceSummary", "default_level", "next_uncertain_region"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class ConfidenceSummary:
     counts: np.ndarray = field(repr=False)
 
     @classmethod
-    def from_store(cls, store: LabelStoreBase, level: int = 0) -> ConfidenceSummary:
+    def from_store(cls, store: LabelStore, level: int = 0) -> ConfidenceSummary:
         """One parallel pass over ``store``'s confidence array (see module doc)."""
         if level < 0:
             raise ValueError(f"level must be >= 0, got {level}")
@@ -118,9 +117,7 @@ def _centres(size: int, region_size: int) -> np.ndarray:
     return starts + np.minimum(starts + region_size, size)
 
 
-def _pick(
-    summary: ConfidenceSummary, reviewed: Collection[Box], region_size: int
-) -> tuple[Box | None, int]:
+def _pick(summary: ConfidenceSummary, reviewed: Collection[Box], region_size: int) -> Box | None:
     sums, counts = summary.region_grid(region_size)
     open_ = counts > 0
     cy2 = _centres(summary.height, region_size)
@@ -130,18 +127,17 @@ def _pick(
         rows = (2 * box.y <= cy2) & (cy2 < 2 * box.y1)
         cols = (2 * box.x <= cx2) & (cx2 < 2 * box.x1)
         open_[np.ix_(rows, cols)] = False
-    n_open = int(open_.sum())
-    if n_open == 0:
-        return None, 0
+    if not open_.any():
+        return None
     mean = np.where(open_, sums / np.maximum(counts, 1), np.inf)
     # Lowest mean first; ties go to the first region in row-major order (argmin is stable).
     iy, ix = np.unravel_index(int(np.argmin(mean)), mean.shape)
     region = Box(int(ix) * region_size, int(iy) * region_size, region_size, region_size)
-    return region.clip(summary.width, summary.height), n_open
+    return region.clip(summary.width, summary.height)
 
 
 def next_uncertain_region(
-    store: LabelStoreBase | ConfidenceSummary,
+    store: LabelStore,
     reviewed: Collection[Box] | None,
     region_size: int,
     level: int | None = None,
@@ -150,8 +146,8 @@ def next_uncertain_region(
 
     Parameters
     ----------
-    store : LabelStore or ConfidenceSummary
-        The labels (a summary avoids re-reading the confidence on every call).
+    store : LabelStore
+        The labels; its confidence is summarised in one parallel pass per call.
     reviewed : collection of Box, optional
         Boxes already reviewed (store level-0 pixels); a region whose centre lies in
         one of them is skipped. Regions returned earlier can be passed back as they are.
@@ -168,44 +164,5 @@ def next_uncertain_region(
     """
     if region_size <= 0:
         raise ValueError(f"region_size must be positive, got {region_size}")
-    if isinstance(store, ConfidenceSummary):
-        summary = store
-    else:
-        summary = ConfidenceSummary.from_store(
-            store, default_level(region_size) if level is None else level
-        )
-    box, _ = _pick(summary, reviewed or (), region_size)
-    return box
-
-
-@dataclass(frozen=True)
-class ReviewQueue:
-    """An immutable review queue over one confidence summary.
-
-    ``queue.next()`` is the region to review; ``queue = queue.mark_reviewed(box)``
-    moves on. Rebuild with :meth:`from_store` after new predictions or edits.
-    """
-
-    summary: ConfidenceSummary
-    region_size: int
-    reviewed: tuple[Box, ...] = ()
-
-    @classmethod
-    def from_store(
-        cls, store: LabelStoreBase, region_size: int, level: int | None = None
-    ) -> ReviewQueue:
-        """Summarise ``store`` once and start an empty queue."""
-        lvl = default_level(region_size) if level is None else level
-        return cls(ConfidenceSummary.from_store(store, lvl), int(region_size))
-
-    def next(self) -> Box | None:
-        """The next region to review, or ``None`` when every predicted region is reviewed."""
-        return _pick(self.summary, self.reviewed, self.region_size)[0]
-
-    def remaining(self) -> int:
-        """Number of predicted regions not yet reviewed."""
-        return _pick(self.summary, self.reviewed, self.region_size)[1]
-
-    def mark_reviewed(self, box: Box) -> ReviewQueue:
-        """A queue with ``box`` added to the reviewed boxes."""
-        return ReviewQueue(self.summary, self.region_size, (*self.reviewed, box))
+    lvl = default_level(region_size) if level is None else level
+    return _pick(ConfidenceSummary.from_store(store, lvl), reviewed or (), region_size)

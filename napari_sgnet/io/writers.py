@@ -26,17 +26,16 @@ from napari_sgnet.io._write_common import (
     claim_path,
     commit_path,
     remove_path,
+    write_labels,
+    write_multiscale,
 )
-from napari_sgnet.io.ngff import write_labels, write_multiscale
+from napari_sgnet.io.ngff import NGFF_VERSIONS, check_version
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette
 
 __all__ = ["NGFF_VERSIONS", "write_ome_tiff", "write_ome_zarr"]
 
 log = logging.getLogger(__name__)
-
-#: NGFF versions this writer produces (0.4 on zarr v2, 0.5 on zarr v3).
-NGFF_VERSIONS = ("0.4", "0.5")
 _TIFF_COMPRESSION = {
     "jpeg": "jpeg",
     "zlib": "zlib",
@@ -225,8 +224,7 @@ def write_ome_zarr(
     Path
         The image root, or the label image group for ``labels=True``.
     """
-    if version not in NGFF_VERSIONS:
-        raise ValueError(f"version must be one of {NGFF_VERSIONS}, got {version!r}")
+    ngff = check_version(version)
     levels, downsamples, mpp, default_name = as_levels(source, mpp)
     check_levels(levels)
     root = Path(path)
@@ -237,12 +235,11 @@ def write_ome_zarr(
                 partial,
                 levels,
                 downsamples,
-                mpp,
-                version,
-                chunks,
-                progress,
-                name or default_name,
-                None,
+                mpp=mpp,
+                version=ngff,
+                chunks=chunks,
+                progress=progress,
+                name=name or default_name,
             )
             commit_path(partial, root)
         except BaseException:
@@ -257,11 +254,11 @@ def write_ome_zarr(
         root,
         levels,
         downsamples,
-        mpp,
-        version,
-        chunks,
-        progress,
-        name or "labels",
-        palette,
-        overwrite,
+        mpp=mpp,
+        version=ngff,
+        chunks=chunks,
+        progress=progress,
+        name=name or "labels",
+        palette=palette,
+        overwrite=overwrite,
     )

@@ -17,8 +17,8 @@ import dask.array as da
 import numpy as np
 
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore.base import LabelStoreBase
 from napari_sgnet.io.labelstore.pyramid import level_shapes, mode_downsample2
+from napari_sgnet.io.labelstore.store import LabelStore
 from napari_sgnet.io.pyramid import read_window
 from napari_sgnet.palette import GLEASON, Palette
 
@@ -131,13 +131,13 @@ class LabelSource:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_store(cls, store: LabelStoreBase) -> LabelSource:
+    def from_store(cls, store: LabelStore) -> LabelSource:
         """The label pyramid of a :class:`~napari_sgnet.io.labelstore.store.LabelStore` (lazy)."""
         ident = store.slide_identity
         size = (ident.get("width"), ident.get("height"))
         model = store.model
         return cls(
-            levels=tuple(store.levels_as_dask()),  # type: ignore[attr-defined]
+            levels=tuple(store.levels_as_dask()),
             downsamples=tuple(float(2**k) for k in range(store.n_levels)),
             palette=store.palette,
             base_downsample=store.base_downsample,
@@ -251,7 +251,7 @@ def as_label_source(obj: Any, palette: Palette | None = None, **kwargs: Any) -> 
     **kwargs
         Passed to :meth:`LabelSource.from_array` (``mpp``, ``base_downsample``, ``chunk``...).
     """
-    if isinstance(obj, (LabelSource, LabelStoreBase)):
+    if isinstance(obj, (LabelSource, LabelStore)):
         extra = set(kwargs) - {"chunk"}
         if extra:
             raise TypeError(f"options {sorted(extra)} apply to label arrays, not to {type(obj)}")

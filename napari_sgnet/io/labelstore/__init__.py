@@ -1,14 +1,17 @@
 """The label store: one zarr v3 group per slide with predicted and corrected labels.
 
-:class:`LabelStore` is the public face; the modules behind it each own one part:
+:class:`LabelStore` is the one class; it is made of parts, each in its own module,
+that share one :class:`~napari_sgnet.io.labelstore.guard.StoreGuard` (the store's lock):
 
-- :mod:`.meta`: slide identity, NGFF image-label attributes, timestamps;
-- :mod:`.pyramid`: label-pyramid maths (level shapes, mode downsampling);
-- :mod:`.base`: opening, identity checks, validation;
-- :mod:`.store`: creation, tile writes, edits, commits;
-- :mod:`.review_state`: pending edits and reviewed regions kept inside the store.
+- :mod:`.layout`: the arrays and NGFF attributes of a store, made and checked;
+- :mod:`.meta`: slide identity, timestamps and the ``sgnet`` records;
+- :mod:`.pixels`: chunk-aligned writes of level-0 labels, confidence, edits, done-map;
+- :mod:`.pyramid`: label-pyramid maths (level shapes, mode downsampling, updates);
+- :mod:`.review_state`: pending edits and reviewed regions kept inside the store;
+- :mod:`.store`: :class:`LabelStore` itself (opening, creation, the public operations).
 """
 
+from napari_sgnet.io.labelstore.review_state import PendingEdit, ReviewRecord
 from napari_sgnet.io.labelstore.store import DONE_GLASS, DONE_PREDICTED, LabelStore
 
-__all__ = ["DONE_GLASS", "DONE_PREDICTED", "LabelStore"]
+__all__ = ["DONE_GLASS", "DONE_PREDICTED", "LabelStore", "PendingEdit", "ReviewRecord"]

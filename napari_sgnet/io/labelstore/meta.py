@@ -1,36 +1,47 @@
-"""LabelStore metadata: slide identity, OME-NGFF 0.5 image-label attributes, timestamps.
+"""LabelStore records: slide identity, timestamps and the ``sgnet`` attributes.
 
 The store keeps two attribute namespaces on its root group: ``"ome"`` (what any
-OME-NGFF 0.5 reader needs to place and colour the labels over the slide) and
-``"sgnet"`` (what napari-sgnet needs: slide identity, palette, tiling, model,
-requests and commits).
+OME-NGFF 0.5 reader needs to place and colour the labels over the slide; built by
+:mod:`napari_sgnet.io.ngff`) and ``"sgnet"`` (what napari-sgnet needs: slide
+identity, palette, tiling, model, requests and commits), kept by :class:`StoreRecords`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import math
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
+from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
+from napari_sgnet.io.labelstore.guard import StoreGuard
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.palette import Palette
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "MAX_REQUEST_RECORDS",
+    "StoreRecords",
     "compare_slide_identity",
-    "ngff_attributes",
+    "is_store_meta",
     "now_iso",
     "slide_identity",
+    "store_meta",
 ]
 
 FORMAT_NAME = "napari-sgnet-labelstore"
 FORMAT_VERSION = 1
+#: The store keeps the records of this many most recent requests.
+MAX_REQUEST_RECORDS = 200
 
 #: Side of the window whose bytes fingerprint the slide's pixel content.
 _THUMB_SIDE = 512
@@ -112,52 +123,108 @@ def compare_slide_identity(stored: dict[str, Any], current: dict[str, Any]) -> l
     return problems
 
 
-def ngff_attributes(
-    *,
-    name: str,
-    n_levels: int,
-    base_downsample: float,
-    mpp: float | None,
-    palette: Palette,
-) -> dict[str, Any]:
-    """The ``"ome"`` attributes of an OME-NGFF 0.5 image-label multiscale group.
+def is_store_meta(meta: Any) -> bool:
+    """True when ``meta`` (a group's ``sgnet`` attribute) marks a napari-sgnet label store."""
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
 
-    Level ``k`` has scale ``base_downsample * 2**k`` slide level-0 pixels (times µm/px
-    when known) and a half-pixel translation, so its pixel centres fall where the
-    slide's do and viewers overlay the labels exactly on the slide.
+
+def store_meta(path: Path, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The ``sgnet`` attributes of a store's group attributes, checked for format and version.
+
+    Raises
+    ------
+    StoreError
+        When they are missing, or written by a newer napari-sgnet.
     """
-    unit_scale = mpp if mpp is not None else 1.0
-    axis: dict[str, Any] = {"type": "space"}
-    if mpp is not None:
-        axis["unit"] = "micrometer"
-    datasets = []
-    for k in range(n_levels):
-        factor = base_downsample * 2**k
-        shift = (factor - 1.0) / 2.0 * unit_scale
-        datasets.append(
-            {
-                "path": str(k),
-                "coordinateTransformations": [
-                    {"type": "scale", "scale": [factor * unit_scale] * 2},
-                    {"type": "translation", "translation": [shift, shift]},
-                ],
-            }
+    meta = attrs.get("sgnet")
+    if not isinstance(meta, dict) or not is_store_meta(meta):
+        raise StoreError(path, "is not a napari-sgnet label store (no 'sgnet' attributes)")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise StoreError(
+            path,
+            f"label store format {meta['format_version']} is newer than this napari-sgnet "
+            f"understands ({FORMAT_VERSION}); upgrade napari-sgnet",
         )
-    colors = [{"label-value": 0, "rgba": [0, 0, 0, 0]}]
-    properties = []
-    for i, cls in enumerate(palette.classes):
-        colors.append({"label-value": i + 1, "rgba": [*cls.color, 255]})
-        properties.append({"label-value": i + 1, "class": cls.name})
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": name,
-                "axes": [{"name": "y", **axis}, {"name": "x", **axis}],
-                "datasets": datasets,
-                "type": "mode",
-                "metadata": {"method": "2x2 mode preferring non-zero labels, ties to smaller id"},
-            }
-        ],
-        "image-label": {"colors": colors, "properties": properties},
-    }
+    return meta
+
+
+class StoreRecords:
+    """The ``sgnet`` attributes of one store: what it is, and what was done to it.
+
+    Fields that change while the store is open (model, requests, commits) are re-read
+    before they are returned, and every change is a re-read, change and rewrite under
+    the store's lock, so two open instances of one store never clobber each other.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The store's root group.
+    guard : StoreGuard
+        The store's lock and writability.
+    meta : dict
+        The ``sgnet`` attributes as read when the store was opened.
+    """
+
+    def __init__(self, group: zarr.Group, guard: StoreGuard, meta: dict[str, Any]) -> None:
+        self._group = group
+        self._guard = guard
+        self._meta = meta
+
+    @property
+    def snapshot(self) -> dict[str, Any]:
+        """A copy of the attributes as last read (no re-read)."""
+        return copy.deepcopy(self._meta)
+
+    def fresh(self, key: str, default: Any = None) -> Any:
+        """A copy of attribute ``key`` as it is on disk now."""
+        self.refresh()
+        return copy.deepcopy(self._meta.get(key, default))
+
+    def refresh(self) -> None:
+        """Re-read the attributes (another instance may have changed them)."""
+        with contextlib.suppress(OSError, ValueError):
+            fresh = zarr.open_group(self._guard.path, mode="r").attrs.asdict().get("sgnet")
+            if isinstance(fresh, dict):
+                self._meta = fresh
+
+    def update(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Re-read, change and rewrite the attributes under the store lock."""
+        self._guard.check_writable()
+        with self._guard.writing():
+            self.refresh()
+            meta = copy.deepcopy(self._meta)
+            change(meta)
+            self._group.update_attributes({"sgnet": meta})
+            self._meta = meta
+
+    def set_model(self, info: dict[str, Any]) -> None:
+        """Record the model that predictions (and the done-map) now come from."""
+        self.update(lambda m: m.__setitem__("model", dict(info)))
+
+    def add_request(self, record: dict[str, Any]) -> int:
+        """Append a request record (keeping the last :data:`MAX_REQUEST_RECORDS`); its number."""
+        number: list[int] = []
+
+        def _add(meta: dict[str, Any]) -> None:
+            meta["n_requests"] = int(meta.get("n_requests", 0)) + 1
+            number.append(meta["n_requests"])
+            meta["requests"] = [*meta.get("requests", []), {"number": number[0], **record}][
+                -MAX_REQUEST_RECORDS:
+            ]
+
+        self.update(_add)
+        return number[0]
+
+    def update_request(self, number: int, fields: dict[str, Any]) -> None:
+        """Update fields of request ``number``."""
+
+        def _set(meta: dict[str, Any]) -> None:
+            for rec in meta.get("requests", []):
+                if rec.get("number") == number:
+                    rec.update(fields)
+
+        self.update(_set)
+
+    def add_commit(self, record: dict[str, Any]) -> None:
+        """Append a commit record."""
+        self.update(lambda m: m.setdefault("commits", []).append(record))

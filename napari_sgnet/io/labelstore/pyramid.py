@@ -1,19 +1,39 @@
 """Label-pyramid maths for the LabelStore: level shapes, mode downsampling, chunk runs.
 
-Pure numpy; no zarr. Coarser label levels are computed by a *mode* over 2 x 2
-blocks that prefers real labels over 0 ("no label"), never by a mean, so a
-coarse level only ever contains label ids that exist at the finer level.
+Pure numpy; no zarr (:class:`LabelPyramid` works on any array that slices like one).
+Coarser label levels are computed by a *mode* over 2 x 2 blocks that prefers real
+labels over 0 ("no label"), never by a mean, so a coarse level only ever contains
+label ids that exist at the finer level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
 from napari_sgnet.geometry import Box
 
-__all__ = ["chunk_index_runs", "chunks_touched", "level_shapes", "mode_downsample2"]
+__all__ = [
+    "LabelPyramid",
+    "LevelArray",
+    "chunk_index_runs",
+    "chunks_touched",
+    "level_shapes",
+    "mode_downsample2",
+]
+
+
+class LevelArray(Protocol):
+    """A 2-D array that reads and writes by slices (a zarr array, a numpy array)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any) -> Any: ...
+
+    def __setitem__(self, key: Any, value: Any) -> None: ...
 
 
 def level_shapes(height: int, width: int, chunk: int) -> list[tuple[int, int]]:
@@ -108,3 +128,39 @@ def chunk_index_runs(indices: Iterable[tuple[int, int]]) -> Iterator[tuple[int, 
                 start = cx
             prev = cx
         yield cy, start, prev + 1
+
+
+class LabelPyramid:
+    """The label levels of one store, and the update that keeps them in step with level 0.
+
+    Parameters
+    ----------
+    levels : sequence of LevelArray
+        Level arrays, level 0 first, each ``ceil(previous / 2)`` (see :func:`level_shapes`).
+    chunk : int
+        Chunk side of every level; updates rewrite whole chunks.
+    """
+
+    def __init__(self, levels: Sequence[LevelArray], chunk: int) -> None:
+        self.levels = tuple(levels)
+        self.chunk = int(chunk)
+        self.shapes = [(int(a.shape[0]), int(a.shape[1])) for a in self.levels]
+
+    def update(self, boxes: Iterable[Box]) -> None:
+        """Recompute the coarser levels above level-0 ``boxes`` (the caller holds the lock).
+
+        Only the chunks whose footprint meets the boxes are rewritten, each level from
+        the one below it, so the result depends only on level 0.
+        """
+        h0, w0 = self.shapes[0]
+        touched = chunks_touched((b.clip(w0, h0) for b in boxes), self.chunk)
+        c = self.chunk
+        for k in range(1, len(self.levels)):
+            touched = {(cy // 2, cx // 2) for cy, cx in touched}
+            src, dst = self.levels[k - 1], self.levels[k]
+            hk, wk = self.shapes[k]
+            hs, ws = self.shapes[k - 1]
+            for cy, cx0, cx1 in chunk_index_runs(touched):
+                out = Box.from_bounds(cx0 * c, cy * c, min(cx1 * c, wk), min((cy + 1) * c, hk))
+                inp = Box.from_bounds(2 * out.x, 2 * out.y, 2 * out.x1, 2 * out.y1).clip(ws, hs)
+                dst[out.slices()] = mode_downsample2(np.asarray(src[inp.slices()]))

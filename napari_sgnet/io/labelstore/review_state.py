@@ -9,14 +9,17 @@ travels with the store and is there again when the slide is reopened:
   autosave leaves the previous autosave intact.
 - attributes: ``{"pending": {...} | None, "reviewed": [[x, y, w, h], ...]}``.
 
-Nothing here imports napari or Qt; boxes are in the store's level-0 pixels.
+It is one component of :class:`~napari_sgnet.io.labelstore.store.LabelStore`
+(``store.review``) and writes under the store's own lock (its
+:class:`~napari_sgnet.io.labelstore.guard.StoreGuard`), so an autosave never
+interleaves with a commit of the same store. Nothing here imports napari or Qt;
+boxes are in the store's level-0 pixels.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ import zarr
 
 from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
+from napari_sgnet.io.labelstore.guard import StoreGuard
 
 __all__ = ["GROUP_NAME", "PendingEdit", "ReviewRecord"]
 
@@ -64,39 +68,50 @@ class PendingEdit:
 
 
 class ReviewRecord:
-    """Read and write the ``sgnet_review`` subgroup of one label store folder.
+    """Read and write the ``sgnet_review`` subgroup of one label store.
+
+    Made by the store (``store.review``); do not construct one for a folder yourself.
 
     Parameters
     ----------
-    store_path : str or Path
-        The label store folder (a zarr v3 group).
-    read_only : bool
-        Refuse every write.
+    guard : StoreGuard
+        The store's lock and writability.
     """
 
-    def __init__(self, store_path: str | Path, *, read_only: bool = False) -> None:
-        self.store_path = Path(store_path)
-        self.read_only = read_only
-        self._lock = threading.Lock()
+    def __init__(self, guard: StoreGuard) -> None:
+        self._guard = guard
+
+    @property
+    def store_path(self) -> Path:
+        """The label store folder."""
+        return self._guard.path
+
+    @property
+    def read_only(self) -> bool:
+        """True when every write is refused."""
+        return self._guard.read_only
 
     # ------------------------------------------------------------------ helpers
     def _group(self, create: bool) -> zarr.Group | None:
         path = self.store_path / GROUP_NAME
+        if create:
+            self._guard.check_writable("save review state")
         try:
             if (path / "zarr.json").exists():
                 return zarr.open_group(path, mode="r" if self.read_only else "r+")
             if not create:
                 return None
-            self._check_writable()
             group = zarr.open_group(path, mode="w-")
             group.update_attributes({"pending": None, "reviewed": []})
             return group
         except (OSError, ValueError) as exc:
             raise StoreError(self.store_path, f"cannot open review state: {exc}") from exc
 
-    def _check_writable(self) -> None:
-        if self.read_only:
-            raise StoreError(self.store_path, "label store is read-only; cannot save review state")
+    def _writable_group(self) -> zarr.Group:
+        group = self._group(create=True)
+        if group is None:  # pragma: no cover - _group(create=True) always returns a group
+            raise StoreError(self.store_path, "cannot create the review state")
+        return group
 
     def _attrs(self) -> dict[str, Any]:
         group = self._group(create=False)
@@ -109,18 +124,11 @@ class ReviewRecord:
 
     def add_reviewed(self, box: Box) -> None:
         """Mark one more region reviewed."""
-        with self._lock:
-            group = self._group(create=True)
+        with self._guard.writing("save review state"):
+            group = self._writable_group()
             reviewed = list(group.attrs.get("reviewed", []))
             reviewed.append(list(box.as_tuple()))
             group.update_attributes({"reviewed": reviewed})
-
-    def clear_reviewed(self) -> None:
-        """Forget every reviewed region."""
-        with self._lock:
-            group = self._group(create=False)
-            if group is not None:
-                group.update_attributes({"reviewed": []})
 
     # ------------------------------------------------------------------ pending edit
     def save_pending(self, box: Box, labels: np.ndarray, original: np.ndarray, saved: str) -> None:
@@ -137,25 +145,26 @@ class ReviewRecord:
         """
         if labels.shape != (box.h, box.w) or original.shape != labels.shape:
             raise ValueError(f"pending edit arrays {labels.shape} do not match {box.as_tuple()}")
-        with self._lock:
-            group = self._group(create=True)
+        with self._guard.writing("autosave the edit"):
+            group = self._writable_group()
             current = (group.attrs.get("pending") or {}).get("slot")
             slot = _SLOTS[1] if current == _SLOTS[0] else _SLOTS[0]
-            try:
-                sub = group.require_group(slot)
-                for name, arr in (("labels", labels), ("original", original)):
-                    chunks = (min(_CHUNK, box.h), min(_CHUNK, box.w))
-                    target = sub.create_array(
-                        name, shape=arr.shape, chunks=chunks, dtype="uint8", fill_value=0,
-                        overwrite=True,
-                    )
-                    target[...] = np.asarray(arr, dtype=np.uint8)
-                # The pointer is written last: it only ever names a complete slot.
-                group.update_attributes(
-                    {"pending": {"slot": slot, "box": list(box.as_tuple()), "saved": saved}}
+            sub = group.require_group(slot)
+            for name, arr in (("labels", labels), ("original", original)):
+                chunks = (min(_CHUNK, box.h), min(_CHUNK, box.w))
+                target = sub.create_array(
+                    name,
+                    shape=arr.shape,
+                    chunks=chunks,
+                    dtype="uint8",
+                    fill_value=0,
+                    overwrite=True,
                 )
-            except OSError as exc:
-                raise StoreError(self.store_path, f"cannot autosave the edit: {exc}") from exc
+                target[...] = np.asarray(arr, dtype=np.uint8)
+            # The pointer is written last: it only ever names a complete slot.
+            group.update_attributes(
+                {"pending": {"slot": slot, "box": list(box.as_tuple()), "saved": saved}}
+            )
 
     def load_pending(self) -> PendingEdit | None:
         """The last autosaved edit, or ``None``."""
@@ -180,10 +189,11 @@ class ReviewRecord:
 
     def clear_pending(self) -> None:
         """Drop the autosaved edit (after a commit or an explicit discard)."""
-        with self._lock:
+        with self._guard.writing("save review state"):
             group = self._group(create=False)
             if group is None or not group.attrs.get("pending"):
                 return
+            self._guard.check_writable("save review state")
             group.update_attributes({"pending": None})
             for slot in _SLOTS:
                 with contextlib.suppress(KeyError, OSError):

@@ -1,21 +1,10 @@
 """LabelStore: one zarr v3 group per slide holding predicted and corrected labels.
 
-Layout (an OME-NGFF 0.5 image-label multiscale group, so OME-Zarr readers open it)::
-
-    store.zarr/
-      zarr.json        attributes: "ome" (multiscales + image-label) and "sgnet"
-      0, 1, 2, ...     uint8 label pyramid; level 0 is the inference level
-                       (``base_downsample`` x the slide's level 0), each next level
-                       a 2 x 2 mode of the previous one
-      confidence       uint8, level 0: max softmax x 255 (255 for edited pixels)
-      edited           uint8 0/1, level 0: pixels a person corrected
-      done             uint8 per tile of the tiling grid: 0 to do, 1 predicted, 2 glass
-
-Every write covers whole chunks (a chunk-aligned read-modify-write when the box is
-not aligned), and zarr's local store replaces each chunk file atomically, so a
-crash leaves every chunk either old or new. A tile is marked done only after its
-labels and the coarser levels above it are written, so a resumed run redoes
-exactly the tiles that might be incomplete.
+The folder is an OME-NGFF 0.5 image-label multiscale group, so OME-Zarr readers open
+it (its arrays are listed in :mod:`napari_sgnet.io.labelstore.layout`). Every write
+covers whole chunks, so a crash leaves every chunk either old or new. A tile is
+marked done only after its labels and the coarser levels above it are written, so a
+resumed run redoes exactly the tiles that might be incomplete.
 """
 
 from __future__ import annotations
@@ -32,22 +21,26 @@ import zarr
 
 from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore.base import LabelStoreBase
+from napari_sgnet.io.labelstore.guard import StoreGuard
+from napari_sgnet.io.labelstore.layout import (
+    StoreLayout,
+    create_group,
+    layout_problems,
+    open_group,
+)
 from napari_sgnet.io.labelstore.meta import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    ngff_attributes,
+    StoreRecords,
+    compare_slide_identity,
+    is_store_meta,
     now_iso,
     slide_identity,
+    store_meta,
 )
-from napari_sgnet.io.labelstore.pyramid import (
-    chunk_index_runs,
-    chunks_touched,
-    level_shapes,
-    mode_downsample2,
-)
+from napari_sgnet.io.labelstore.pixels import LabelPixels
+from napari_sgnet.io.labelstore.pyramid import LabelPyramid
+from napari_sgnet.io.labelstore.review_state import ReviewRecord
 from napari_sgnet.io.pyramid import Pyramid, read_window
-from napari_sgnet.palette import Palette
+from napari_sgnet.palette import Palette, PaletteError
 
 __all__ = ["DONE_GLASS", "DONE_PREDICTED", "LabelStore"]
 
@@ -58,25 +51,103 @@ DONE_PREDICTED = 1
 DONE_GLASS = 2
 
 
-def _level0_shape(slide: Pyramid, base_downsample: float) -> tuple[int, int]:
-    """Shape of the store's level 0: the slide level at ``base_downsample`` if it exists."""
-    for ds, arr in zip(slide.downsamples, slide.levels, strict=False):
-        if abs(ds - base_downsample) <= 1e-6 * max(1.0, base_downsample):
-            return int(arr.shape[0]), int(arr.shape[1])
-    return (
-        int(np.ceil(slide.height / base_downsample)),
-        int(np.ceil(slide.width / base_downsample)),
-    )
-
-
-class LabelStore(LabelStoreBase):
+class LabelStore:
     """Predicted and corrected labels of one slide, with a done-map and provenance.
 
     Create with :meth:`create`, open with :meth:`open`; do not call the constructor.
     All boxes are in the pixels of the store's level 0 unless a ``level`` is given.
+
+    One class made of parts, all sharing the store's :class:`StoreGuard` (one lock per
+    store folder): :attr:`layout` (palette, tiling, level shapes), :attr:`records`
+    (the ``sgnet`` attributes: slide, model, requests, commits), :attr:`pixels`
+    (level-0 labels, confidence, edited mask, done-map), :attr:`pyramid` (the label
+    levels and their mode updates) and :attr:`review` (pending edits and reviewed
+    regions).
+
+    Attributes
+    ----------
+    path : Path
+        The store folder.
+    read_only : bool
+        Opened with ``mode="r"``: every write raises :class:`StoreError`.
+    palette, base_downsample, tile, chunk, level_shapes, grid_shape
+        The :attr:`layout` facts (see :class:`StoreLayout`); ``level_shapes`` is a list.
     """
 
-    # ------------------------------------------------------------------ creation
+    def __init__(self, path: Path, group: zarr.Group, *, read_only: bool) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._group = group
+        self._guard = StoreGuard(self.path, read_only=read_only)
+        meta = store_meta(self.path, group.attrs.asdict())
+        try:
+            self.layout = StoreLayout.from_meta(meta)
+            levels = [group[str(k)] for k in range(len(self.layout.level_shapes))]
+            arrays = (group["confidence"], group["edited"], group["done"])
+            self.pixels = LabelPixels(self.path, levels[0], *arrays, self.layout.chunk)
+        except (KeyError, TypeError, ValueError, PaletteError) as exc:
+            raise StoreError(self.path, f"label store metadata is damaged: {exc!r}") from exc
+        layout = self.layout
+        self.palette: Palette = layout.palette
+        self.base_downsample: float = layout.base_downsample
+        self.tile: int = layout.tile
+        self.chunk: int = layout.chunk
+        self.level_shapes: list[tuple[int, int]] = list(layout.level_shapes)
+        self.grid_shape: tuple[int, int] = layout.grid_shape
+        self.records = StoreRecords(group, self._guard, meta)
+        self.pyramid = LabelPyramid(levels, self.layout.chunk)
+        self.review = ReviewRecord(self._guard)
+        self._labels = self.pyramid.levels
+
+    # ------------------------------------------------------------------ opening
+    @staticmethod
+    def is_store(path: str | Path) -> bool:
+        """True when ``path`` holds a napari-sgnet label store (reads only metadata)."""
+        try:
+            attrs = zarr.open_group(Path(path), mode="r").attrs.asdict()
+        except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
+            return False
+        return is_store_meta(attrs.get("sgnet"))
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        slide: Pyramid | None = None,
+        palette: Palette | None = None,
+        mode: str = "r+",
+    ) -> LabelStore:
+        """Open an existing store, optionally checking it belongs to ``slide`` and ``palette``.
+
+        Parameters
+        ----------
+        path : str or Path
+            The store folder.
+        slide : Pyramid, optional
+            When given, the store must have been made for this slide.
+        palette : Palette, optional
+            When given, the store's classes must be the same (names, in order).
+        mode : {"r+", "r"}
+            ``"r"`` opens read-only: every write raises :class:`StoreError`.
+
+        Returns
+        -------
+        LabelStore
+
+        Raises
+        ------
+        StoreError
+            Missing, not a label store, damaged, or made for another slide or palette.
+        """
+        path = Path(path)
+        store = cls(path, open_group(path, mode), read_only=(mode == "r"))
+        if slide is not None:
+            store.check_slide(slide)
+        if palette is not None:
+            store.check_palette(palette)
+        return store
+
     @classmethod
     def create(
         cls,
@@ -108,6 +179,11 @@ class LabelStore(LabelStoreBase):
         overwrite : bool
             Replace an existing label store at ``path`` (never any other folder).
 
+        Returns
+        -------
+        LabelStore
+            The new store, open for writing.
+
         Raises
         ------
         StoreError
@@ -115,11 +191,7 @@ class LabelStore(LabelStoreBase):
             or cannot be written.
         """
         path = Path(path)
-        chunk = int(chunk or tile)
-        if tile <= 0 or chunk <= 0 or tile % chunk:
-            raise ValueError(f"chunk ({chunk}) must be positive and divide tile ({tile})")
-        if base_downsample <= 0:
-            raise ValueError(f"base_downsample must be positive, got {base_downsample}")
+        layout = StoreLayout.plan(slide, palette, base_downsample, tile, int(chunk or tile))
         if path.exists():
             if not overwrite:
                 raise StoreError(path, "already exists; open it, or pass overwrite=True")
@@ -128,57 +200,108 @@ class LabelStore(LabelStoreBase):
                     path, "exists and is not a napari-sgnet label store; refusing to delete it"
                 )
             shutil.rmtree(path)
-        h0, w0 = _level0_shape(slide, base_downsample)
-        shapes = level_shapes(h0, w0, chunk)
-        grid = (-(-h0 // tile), -(-w0 // tile))
-        meta: dict[str, Any] = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "created": now_iso(),
-            "slide": slide_identity(slide),
-            "palette": palette.to_dict(),
-            "base_downsample": float(base_downsample),
-            "tile": int(tile),
-            "chunk": chunk,
-            "level_shapes": [list(s) for s in shapes],
-            "grid_shape": list(grid),
-            "model": None,
-            "requests": [],
-            "n_requests": 0,
-            "commits": [],
-        }
-        ome = ngff_attributes(
-            name=f"{slide.name} labels",
-            n_levels=len(shapes),
-            base_downsample=float(base_downsample),
-            mpp=slide.mpp,
-            palette=palette,
-        )
         try:
-            group = zarr.open_group(path, mode="w-")
-            for k, shape in enumerate(shapes):
-                cls._new_array(group, str(k), shape, chunk)
-            cls._new_array(group, "confidence", shapes[0], chunk)
-            cls._new_array(group, "edited", shapes[0], chunk)
-            cls._new_array(group, "done", grid, 256)
-            # Attributes last: a folder without them is not a store and is never trusted.
-            group.update_attributes({"ome": ome, "sgnet": meta})
+            group = create_group(path, layout, slide)
         except OSError as exc:
             raise StoreError(path, f"cannot create label store: {exc}") from exc
-        log.info("created label store %s (%d levels, level 0 %d x %d)", path, len(shapes), w0, h0)
+        h0, w0 = layout.level_shapes[0]
+        n = len(layout.level_shapes)
+        log.info("created label store %s (%d levels, level 0 %d x %d)", path, n, w0, h0)
         return cls(path, group, read_only=False)
 
-    @staticmethod
-    def _new_array(group: zarr.Group, name: str, shape: tuple[int, int], chunk: int) -> None:
-        chunks = (min(chunk, shape[0]), min(chunk, shape[1]))
-        group.create_array(
-            name,
-            shape=shape,
-            chunks=chunks,
-            dtype="uint8",
-            fill_value=0,
-            dimension_names=("y", "x"),
-        )
+    def check_slide(self, slide: Pyramid) -> None:
+        """Raise :class:`StoreError` unless the store was made for ``slide``."""
+        stored = self.slide_identity
+        problems = compare_slide_identity(stored, slide_identity(slide))
+        if problems:
+            raise StoreError(
+                self.path,
+                f"was made for slide {stored.get('name')!r}, not {slide.name!r}: "
+                + "; ".join(problems),
+            )
+
+    def check_palette(self, palette: Palette) -> None:
+        """Raise :class:`StoreError` unless ``palette`` has the store's classes."""
+        if not self.palette.same_classes(palette):
+            raise StoreError(
+                self.path,
+                f"palette mismatch: store classes {self.palette.names}, requested {palette.names}",
+            )
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def height(self) -> int:
+        """Rows of level 0."""
+        return self.layout.level_shapes[0][0]
+
+    @property
+    def width(self) -> int:
+        """Columns of level 0."""
+        return self.layout.level_shapes[0][1]
+
+    @property
+    def n_levels(self) -> int:
+        """Number of label levels."""
+        return len(self.layout.level_shapes)
+
+    def tile_box(self, index: tuple[int, int]) -> Box:
+        """Level-0 box of tile ``(ty, tx)``, clipped to the level."""
+        ty, tx = index
+        t = self.tile
+        return Box(tx * t, ty * t, t, t).clip(self.width, self.height)
+
+    # ------------------------------------------------------------------ records
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """A copy of the ``sgnet`` attributes."""
+        return self.records.snapshot
+
+    @property
+    def slide_identity(self) -> dict[str, Any]:
+        """Identity record of the slide the store was made for."""
+        return dict(self.records.snapshot.get("slide") or {})
+
+    @property
+    def model(self) -> dict[str, Any] | None:
+        """The model whose predictions the done-map refers to, or ``None``."""
+        model: dict[str, Any] | None = self.records.fresh("model")
+        return model
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Records of the most recent inference requests run into this store."""
+        requests: list[dict[str, Any]] = self.records.fresh("requests", [])
+        return requests
+
+    @property
+    def commits(self) -> list[dict[str, Any]]:
+        """Records of every committed edit."""
+        commits: list[dict[str, Any]] = self.records.fresh("commits", [])
+        return commits
+
+    def set_model(self, info: dict[str, Any]) -> None:
+        """Record the model that predictions (and the done-map) now come from."""
+        self.records.set_model(info)
+
+    def record_request(self, record: dict[str, Any]) -> int:
+        """Append a request record; returns its number (for :meth:`update_request`)."""
+        return self.records.add_request(record)
+
+    def update_request(self, number: int, **fields: Any) -> None:
+        """Update fields of request ``number`` (e.g. its status when it ends)."""
+        self.records.update_request(number, fields)
+
+    def validate(self, *, deep: bool = False) -> None:
+        """Check the store's structure; ``deep`` also scans the done-map and label values.
+
+        Raises
+        ------
+        StoreError
+            Listing every problem found.
+        """
+        problems = layout_problems(self.layout, self._group, deep=deep)
+        if problems:
+            raise StoreError(self.path, "invalid label store: " + "; ".join(problems))
 
     # ------------------------------------------------------------------ writing
     def write_tile(
@@ -200,30 +323,10 @@ class LabelStore(LabelStoreBase):
         respect_edited : bool
             Keep pixels that a person corrected (the ``edited`` mask) unchanged.
         """
-        self._check_writable()
-        self._check_box(box, labels, confidence)
-        with self._lock, self._writing():
-            hull = self._hull(box)
-            rel = box.relative_to(hull)
-            need_old = hull != box
-            edited = None
-            if respect_edited and self._any_chunk_stored("edited", hull):
-                edited = np.asarray(self._edited[hull.slices()])
-                need_old = need_old or bool(edited.any())
-            if need_old:
-                new_l = np.asarray(self._labels[0][hull.slices()])
-                new_c = np.asarray(self._confidence[hull.slices()])
-                old_l, old_c = new_l.copy(), new_c.copy()
-                new_l[rel.slices()] = labels
-                new_c[rel.slices()] = confidence
-                if edited is not None:
-                    keep = edited.astype(bool)
-                    new_l[keep] = old_l[keep]
-                    new_c[keep] = old_c[keep]
-            else:
-                new_l, new_c = labels, confidence
-            self._labels[0][hull.slices()] = new_l
-            self._confidence[hull.slices()] = new_c
+        self._guard.check_writable()
+        self.pixels.check_box(box, labels, confidence)
+        with self._guard.writing():
+            self.pixels.write_prediction(box, labels, confidence, respect_edited=respect_edited)
 
     def update_pyramid(self, boxes: Box | Iterable[Box]) -> None:
         """Recompute the coarser label levels above one or more level-0 boxes.
@@ -231,51 +334,26 @@ class LabelStore(LabelStoreBase):
         Only the chunks whose footprint meets the boxes are rewritten, each level
         from the one below it, so the result depends only on level 0.
         """
-        self._check_writable()
-        boxes = [boxes] if isinstance(boxes, Box) else list(boxes)
-        touched = chunks_touched((b.clip(self.width, self.height) for b in boxes), self.chunk)
-        with self._lock, self._writing():
-            for k in range(1, self.n_levels):
-                touched = {(cy // 2, cx // 2) for cy, cx in touched}
-                src, dst = self._labels[k - 1], self._labels[k]
-                hk, wk = self.level_shapes[k]
-                hs, ws = self.level_shapes[k - 1]
-                for cy, cx0, cx1 in chunk_index_runs(touched):
-                    out = Box.from_bounds(
-                        cx0 * self.chunk,
-                        cy * self.chunk,
-                        min(cx1 * self.chunk, wk),
-                        min((cy + 1) * self.chunk, hk),
-                    )
-                    inp = Box.from_bounds(2 * out.x, 2 * out.y, 2 * out.x1, 2 * out.y1).clip(ws, hs)
-                    dst[out.slices()] = mode_downsample2(np.asarray(src[inp.slices()]))
+        self._guard.check_writable()
+        with self._guard.writing():
+            self.pyramid.update([boxes] if isinstance(boxes, Box) else list(boxes))
 
     def mark_done(
         self, tiles: tuple[int, int] | Iterable[tuple[int, int]], value: int = DONE_PREDICTED
     ) -> None:
         """Set the done-map for tile indices ``(ty, tx)`` (``value`` 0 clears them)."""
-        self._check_writable()
-        if isinstance(tiles, tuple) and len(tiles) == 2 and isinstance(tiles[0], (int, np.integer)):
-            tiles = [tiles]  # type: ignore[list-item]
+        self._guard.check_writable()
+        # One (ty, tx) pair and a list of pairs both flatten to n x 2 indices.
         idx = np.asarray(list(tiles), dtype=np.int64).reshape(-1, 2)
-        if idx.size == 0:
-            return
-        ny, nx = self.grid_shape
-        if idx.min() < 0 or idx[:, 0].max() >= ny or idx[:, 1].max() >= nx:
-            raise IndexError(f"tile index outside the {ny} x {nx} grid of {self.path}")
-        box = Box.from_bounds(
-            idx[:, 1].min(), idx[:, 0].min(), idx[:, 1].max() + 1, idx[:, 0].max() + 1
-        )
-        with self._lock, self._writing():
-            region = np.asarray(self._done[box.slices()])
-            region[idx[:, 0] - box.y, idx[:, 1] - box.x] = value
-            self._done[box.slices()] = region
+        if idx.size:
+            with self._guard.writing():
+                self.pixels.mark_done(idx, value)
 
     def reset_done(self) -> None:
         """Mark every tile as to-do (after a model change); labels and edits are kept."""
-        self._check_writable()
-        with self._lock, self._writing():
-            self._done[...] = 0
+        self._guard.check_writable()
+        with self._guard.writing():
+            self.pixels.done[...] = 0
 
     def commit_edit(
         self,
@@ -304,51 +382,21 @@ class LabelStore(LabelStoreBase):
         dict
             The commit record (also appended to the store's ``commits``).
         """
-        self._check_writable()
-        self._check_box(box, labels)
+        self._guard.check_writable()
+        self.pixels.check_box(box, labels)
         labels = np.asarray(labels, dtype=np.uint8)
-        with self._lock, self._writing():
-            hull = self._hull(box)
-            rel = box.relative_to(hull)
-            cur_l = np.asarray(self._labels[0][hull.slices()])
-            cur_c = np.asarray(self._confidence[hull.slices()])
-            cur_e = np.asarray(self._edited[hull.slices()])
-            if mask is None:
-                changed = labels != cur_l[rel.slices()]
-            else:
-                changed = np.asarray(mask, dtype=bool)
-                if changed.shape != labels.shape:
-                    raise ValueError(f"mask shape {changed.shape} != labels {labels.shape}")
-            full = np.zeros((hull.h, hull.w), dtype=bool)
-            full[rel.slices()] = changed
-            cur_l[rel.slices()] = np.where(changed, labels, cur_l[rel.slices()])
-            cur_c[full] = 255
-            cur_e[full] = 1
-            self._labels[0][hull.slices()] = cur_l
-            self._confidence[hull.slices()] = cur_c
-            self._edited[hull.slices()] = cur_e
-            self.update_pyramid(box)
+        with self._guard.writing():
+            pixels = self.pixels.write_edit(box, labels, mask)
+            self.pyramid.update([box])
             record = {
                 "time": now_iso(),
                 "box": list(box.as_tuple()),
-                "pixels": int(changed.sum()),
+                "pixels": pixels,
                 "author": author,
                 "message": message,
             }
-            self._update_meta(lambda m: m["commits"].append(record))
+            self.records.add_commit(record)
         return record
-
-    def _any_chunk_stored(self, name: str, box: Box) -> bool:
-        """True when any chunk of array ``name`` under a level-0 box exists on disk.
-
-        Chunks equal to the fill value are never stored, so a missing ``edited``
-        chunk means "nothing edited there" without decoding anything.
-        """
-        arr = {"edited": self._edited, "confidence": self._confidence}[name]
-        for cy, cx in chunks_touched([box], self.chunk):
-            if (self.path / name / arr.metadata.encode_chunk_key((cy, cx))).exists():
-                return True
-        return False
 
     # ------------------------------------------------------------------ reading
     def read_labels(self, box: Box, level: int = 0) -> np.ndarray:
@@ -357,15 +405,15 @@ class LabelStore(LabelStoreBase):
 
     def read_confidence(self, box: Box) -> np.ndarray:
         """Confidence (max softmax x 255) in a level-0 box, 0 past the edge."""
-        return read_window(self._confidence, box, pad_value=0)
+        return read_window(self.pixels.confidence, box, pad_value=0)
 
     def read_edited(self, box: Box) -> np.ndarray:
         """Edited mask (0/1) in a level-0 box, 0 past the edge."""
-        return read_window(self._edited, box, pad_value=0)
+        return read_window(self.pixels.edited, box, pad_value=0)
 
     def done_map(self) -> np.ndarray:
         """The whole done-map, ``(ny, nx)`` uint8."""
-        return np.asarray(self._done[...])
+        return np.asarray(self.pixels.done[...])
 
     def levels_as_dask(self) -> list[da.Array]:
         """The label pyramid as lazy dask arrays (largest first), for napari's multiscale layer."""
@@ -373,7 +421,7 @@ class LabelStore(LabelStoreBase):
 
     def confidence_as_dask(self) -> da.Array:
         """The level-0 confidence as a lazy dask array."""
-        return _lazy(self._confidence)
+        return _lazy(self.pixels.confidence)
 
 
 def _lazy(arr: zarr.Array) -> da.Array:

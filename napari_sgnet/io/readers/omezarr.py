@@ -1,9 +1,10 @@
 """OME-Zarr images: OME-NGFF 0.4 (zarr v2, ``multiscales`` in ``.zattrs``) and 0.5
 (zarr v3, attributes under ``"ome"``), read with zarr directly.
 
-Axes ``yx``, ``cyx``/``yxc`` and ``tczyx`` (singleton t and z) are supported; channels
-move last. µm/px comes from the first dataset's ``scale`` transform (times any
-multiscale-level scale) and the x axis' unit.
+The metadata is parsed by :mod:`napari_sgnet.io.ngff`. Axes ``yx``, ``cyx``/``yxc`` and
+``tczyx`` (singleton t and z) are supported; channels move last. µm/px comes from the
+first dataset's ``scale`` transform (times any multiscale-level scale) and the x axis'
+unit.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import zarr
 
 from napari_sgnet.errors import CorruptSlideError, UnsupportedSlideError
+from napari_sgnet.io.ngff import Multiscale, ngff_version, ome_attributes, parse_multiscale
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,
@@ -35,8 +36,6 @@ __all__ = ["is_zarr_folder", "open_omezarr"]
 log = logging.getLogger(__name__)
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
-# Axis names before NGFF 0.4 were implicit.
-_IMPLICIT_AXES = {2: "yx", 3: "cyx", 4: "czyx", 5: "tczyx"}
 
 
 def is_zarr_folder(path: Path) -> bool:
@@ -64,47 +63,48 @@ def open_omezarr(path: Path) -> Pyramid:
             path, "is a single zarr array, not an OME-Zarr image; open the image group above it"
         )
     with guard_open(path, "OME-Zarr store"):
-        group, ome, version = _image_group(node, path)
-        ms = ome["multiscales"][0]
+        group, version = _image_group(node, path)
+        try:
+            ms = parse_multiscale(group.attrs.asdict())
+        except ValueError as exc:
+            raise CorruptSlideError(path, f"OME-Zarr {exc}") from exc
         axes = _axis_names(ms, path)
-        units = _axis_units(ms)
-        datasets = ms.get("datasets") or []
-        if not datasets:
-            raise CorruptSlideError(path, "OME-Zarr multiscales lists no datasets")
-        arrays, scales = [], []
-        for d in datasets:
+        units = {a.name[:1].upper(): a.unit for a in ms.axes if a.name}
+        arrays = []
+        for d in ms.datasets:
             try:
-                arr = group[d["path"]]
+                arr = group[d.path]
             except KeyError as exc:
-                raise CorruptSlideError(path, f"dataset {d['path']!r} is missing") from exc
+                raise CorruptSlideError(path, f"dataset {d.path!r} is missing") from exc
             if not isinstance(arr, zarr.Array) or arr.ndim != len(axes):
                 raise CorruptSlideError(
-                    path, f"dataset {d['path']!r} is not a {len(axes)}-D array ({axes})"
+                    path, f"dataset {d.path!r} is not a {len(axes)}-D array ({axes})"
                 )
             arrays.append(arr)
-            scales.append(_scale(d, ms, len(axes)))
+        scales = [ms.level_scale(k) for k in range(len(ms.datasets))]
 
     stamp = file_stamp(path)
     yx = (axes.index("Y"), axes.index("X"))
     group_path = Path(str(group.store.root)) / group.path if hasattr(group.store, "root") else path
     levels = []
-    for k, (arr, d) in enumerate(zip(arrays, datasets, strict=True)):
-        opener = partial(zarr.open_array, str(group_path / d["path"]), mode="r")
-        level = LevelArray(arr, path, f"level {k} ({d['path']})", opener=opener)
+    for k, (arr, d) in enumerate(zip(arrays, ms.datasets, strict=True)):
+        opener = partial(zarr.open_array, str(group_path / d.path), mode="r")
+        level = LevelArray(arr, path, f"level {k} ({d.path})", opener=opener)
         chunks = dask_chunks(arr.shape, arr.chunks, yx)
         levels.append(normalise_axes(as_dask(level, chunks, stamp), axes, path))
     sizes = [tuple(lvl.shape[:2]) for lvl in levels]
     validate_levels(sizes, path)
 
     x = yx[1]
-    if all(s is not None for s in scales) and scales[0][x] > 0:  # type: ignore[index]
-        downsamples = tuple(s[x] / scales[0][x] for s in scales)  # type: ignore[index]
-        downsamples = (1.0, *downsamples[1:])
+    x_steps = [s[x] for s in scales if s is not None]
+    if len(x_steps) == len(scales) and x_steps[0] > 0:
+        downsamples = (1.0, *(step / x_steps[0] for step in x_steps[1:]))
     else:
         downsamples = downsample_factors(sizes)
     mpp = None
-    if scales[0] is not None:
-        mpp = length_to_um(scales[0][x], units.get("X"))
+    first = scales[0]
+    if first is not None:
+        mpp = length_to_um(first[x], units.get("X"))
         if mpp is None and units.get("X") is None:
             log.info("%s: x axis has no unit; µm/px unknown", path)
     return Pyramid(
@@ -114,7 +114,7 @@ def open_omezarr(path: Path) -> Pyramid:
         source=path,
         name=slide_name(path),
         metadata={
-            "ngff_name": ms.get("name"),
+            "ngff_name": ms.name,
             "format": f"OME-Zarr {version}".strip(),
             "mpp_source": None if mpp is None else "OME-NGFF scale + axis unit",
             "zarr_format": group.metadata.zarr_format,
@@ -122,17 +122,18 @@ def open_omezarr(path: Path) -> Pyramid:
     )
 
 
-def _image_group(node: zarr.Group, path: Path) -> tuple[zarr.Group, dict[str, Any], str]:
-    """The group with ``multiscales`` (descending into a bioformats2raw container)."""
+def _image_group(node: zarr.Group, path: Path) -> tuple[zarr.Group, str]:
+    """The group with ``multiscales`` and its NGFF version (descending into bioformats2raw)."""
     for _ in range(2):
         attrs = dict(node.attrs)
-        ome = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs
+        ome = ome_attributes(attrs)
         if ome.get("multiscales"):
-            ms0 = ome["multiscales"][0]
-            version = str(ome.get("version") or ms0.get("version") or "")
-            return node, ome, version
+            return node, ngff_version(attrs) or ""
         if "bioformats2raw.layout" in ome and "0" in node:
-            node = node["0"]
+            child = node["0"]
+            if not isinstance(child, zarr.Group):
+                break
+            node = child
             continue
         break
     raise UnsupportedSlideError(
@@ -140,43 +141,9 @@ def _image_group(node: zarr.Group, path: Path) -> tuple[zarr.Group, dict[str, An
     )
 
 
-def _axis_names(ms: dict[str, Any], path: Path) -> str:
-    raw = ms.get("axes")
-    if raw is None:
-        first = ms["datasets"][0]
-        ndim = len(first.get("coordinateTransformations", [{}])[0].get("scale", [])) or 5
-        names = _IMPLICIT_AXES.get(ndim, "")
-    else:
-        names = "".join((a.get("name", "") if isinstance(a, dict) else str(a))[:1] for a in raw)
-    names = names.upper()
+def _axis_names(ms: Multiscale, path: Path) -> str:
+    """The axes as one upper-case letter each (``"CYX"``); they must include y and x once."""
+    names = "".join(a.name[:1] for a in ms.axes).upper()
     if "Y" not in names or "X" not in names or len(set(names)) != len(names):
         raise UnsupportedSlideError(path, f"has OME-Zarr axes {names.lower()!r}; need y and x")
     return names
-
-
-def _axis_units(ms: dict[str, Any]) -> dict[str, str | None]:
-    units: dict[str, str | None] = {}
-    for a in ms.get("axes") or []:
-        if isinstance(a, dict) and a.get("name"):
-            units[str(a["name"])[:1].upper()] = a.get("unit")
-    return units
-
-
-def _scale(dataset: dict[str, Any], ms: dict[str, Any], ndim: int) -> list[float] | None:
-    """Dataset scale times the multiscale-level scale, when present."""
-    scale = _find_scale(dataset.get("coordinateTransformations"), ndim)
-    if scale is None:
-        return None
-    outer = _find_scale(ms.get("coordinateTransformations"), ndim)
-    if outer is not None:
-        scale = [a * b for a, b in zip(scale, outer, strict=True)]
-    return scale
-
-
-def _find_scale(transforms: Any, ndim: int) -> list[float] | None:
-    for t in transforms or []:
-        if isinstance(t, dict) and t.get("type") == "scale" and "scale" in t:
-            values = [float(v) for v in t["scale"]]
-            if len(values) == ndim:
-                return values
-    return None
