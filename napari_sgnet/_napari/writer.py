@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_sgnet.io.exporters import LabelSource, export_geojson, export_omezarr, export_tiff
-from napari_sgnet.io.labelstore.base import LabelStoreBase
+from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.palette import GLEASON, Palette
 
 __all__ = ["source_from_layer", "write_geojson", "write_omezarr", "write_tiff"]
@@ -74,8 +74,8 @@ def _store_placement(md: dict[str, Any]) -> dict[str, Any]:
             "size": tuple(size) if size else None,
         }
     store_path = md.get("store")
-    if store_path and LabelStoreBase.is_store(store_path):
-        store = LabelStoreBase.open(store_path, mode="r")
+    if store_path and LabelStore.is_store(store_path):
+        store = LabelStore.open(store_path, mode="r")
         ident = store.slide_identity
         size = (ident.get("width"), ident.get("height"))
         return {
