@@ -24,7 +24,7 @@ def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
     code = main(["demo", "--headless", "--model", str(model), "--out", str(out), "--size", "200"])
     assert code == 0
     text = capsys.readouterr().out
-    store_path = out / "CMU-1-Small-Region.svs.sgnet.zarr"
+    store_path = out / "CMU-1-Small-Region.sgnet.zarr"  # napari_sgnet.app.store_paths
     assert f"napari {store_path}" in text
     store = LabelStore.open(store_path, mode="r")
     assert store.requests[-1]["status"] == "completed"

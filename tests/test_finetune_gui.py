@@ -1,5 +1,6 @@
 """The "Fine-tune" dock widget in a real napari window (Xvfb): it runs in a thread worker,
-reports the held-out figures, offers the new model and uses it only when asked."""
+reports the held-out figures, offers the new model and uses it only when asked; the review
+dock of the same viewer hears of it through the viewer's AppState (no process global)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ pytest.importorskip("pytestqt")
 
 from test_finetune import make_store, toy_slide, wrong_model
 
-from napari_sgnet.app.models import CURRENT
+from napari_sgnet.app.review import ReviewSession
+from napari_sgnet.app.state import state_for
 from napari_sgnet.training.finetune.corrections import StoreCorrections
 
 pytestmark = pytest.mark.gui
@@ -30,10 +32,9 @@ def setup(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     widget = FinetuneWidget(viewer, models_dir=tmp_path / "models")
     viewer.window.add_dock_widget(widget, name="Fine-tune")
-    CURRENT.set(None)
-    yield SimpleNamespace(viewer=viewer, widget=widget, slide=slide, store=store, base=base,
-                          models=tmp_path / "models")
-    CURRENT.set(None)
+    assert widget.state is state_for(viewer)
+    return SimpleNamespace(viewer=viewer, widget=widget, state=widget.state, slide=slide,
+                           store=store, base=base, models=tmp_path / "models", tmp=tmp_path)
 
 
 def _wait_done(qtbot, widget) -> None:
@@ -41,9 +42,17 @@ def _wait_done(qtbot, widget) -> None:
 
 
 def test_widget_runs_reports_and_offers(setup, qtbot):
-    w = setup.widget
-    assert "No review session" in w.status_label.text()  # no review widget open
+    from napari.components import ViewerModel
+
+    from napari_sgnet._qt.widget import SGNetWidget
+
+    w, state = setup.widget, setup.state
+    assert "No review session" in w.status_label.text()  # no review session yet
     assert not w.start()  # nothing to fine-tune on yet
+    review = SGNetWidget(setup.viewer, model=setup.base, store_dir=setup.tmp / "stores")
+    setup.viewer.window.add_dock_widget(review, name="SGNet")
+    assert review.state is state
+    base = state.model
     w.add_source(StoreCorrections(setup.store.path, setup.slide), "toy store")
     w.refresh_models(select=setup.base)
     assert w.base_model() == setup.base
@@ -63,25 +72,30 @@ def test_widget_runs_reports_and_offers(setup, qtbot):
     text = w.result_label.text()
     assert "Held-out mIoU" in text and "→" in text and r.name in text
     # offered, not swapped in: nothing changed until the user presses the button
-    assert w.use_btn.isEnabled() and CURRENT.path is None
+    assert w.use_btn.isEnabled() and state.offered == r.checkpoint
+    assert state.model is base and review.controller.model is base
+    assert r.name not in review.model_label.text()
     assert w.model_combo.findData(str(r.checkpoint)) >= 0  # listed with earlier models
     assert w.model_combo.findData(str(setup.base)) >= 0
     used: list[Path] = []
     w.accepted.connect(used.append)
     w.use_btn.click()
-    assert CURRENT.path == r.checkpoint and used == [r.checkpoint]
+    assert used == [r.checkpoint] and state.offered is None
     assert w.base_model() == r.checkpoint and not w.use_btn.isEnabled()
+    # the review dock switched through the state's model event, nothing else
+    assert state.model.path == r.checkpoint.resolve()
+    assert review.controller.model is state.model
+    assert r.name in review.model_label.text()
+    assert review.model_combo.currentData() == str(r.checkpoint)
+    assert state_for(ViewerModel()).model is None  # another viewer is not affected
 
 
-def test_widget_uses_the_review_session_and_cancels(setup, qtbot, monkeypatch):
-    w = setup.widget
-    chosen: list[Path] = []
-    controller = SimpleNamespace(
-        session=SimpleNamespace(store=setup.store, slide=setup.slide),
-        model=SimpleNamespace(path=setup.base),
-        set_model=chosen.append,
-    )
-    monkeypatch.setattr(w, "_review_controller", lambda: controller)
+def test_widget_uses_the_review_session_and_cancels(setup, qtbot):
+    w, state = setup.widget, setup.state
+    state.set_session(ReviewSession(setup.slide, setup.store))  # as the review dock does
+    assert state.set_model(setup.base)
+    chosen: list = []
+    state.events.model.connect(chosen.append)
     assert w.add_review_store() and len(w.sources()) == 1
     assert w.add_review_store() and len(w.sources()) == 1  # no duplicates
     w.refresh_models()
@@ -93,7 +107,7 @@ def test_widget_uses_the_review_session_and_cancels(setup, qtbot, monkeypatch):
     _wait_done(qtbot, w)
     assert w.result is not None and w.result.cancelled
     assert "no model was written" in w.status_label.text()
-    assert not w.use_btn.isEnabled() and chosen == []
+    assert not w.use_btn.isEnabled() and chosen == [] and state.offered is None
     assert not setup.models.exists() or list(setup.models.iterdir()) == []
 
 

@@ -19,9 +19,10 @@ pytest.importorskip("pytestqt")
 torch = pytest.importorskip("torch")
 
 from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
-from napari_sgnet._napari.session import camera_of, current_view  # noqa: E402
 from napari_sgnet._qt import dialogs  # noqa: E402
 from napari_sgnet._qt.widget import SGNetWidget  # noqa: E402
+from napari_sgnet.app.exports import EXPORTS  # noqa: E402
+from napari_sgnet.app.viewport import camera_of, view_of_viewer  # noqa: E402
 from napari_sgnet.config import ModelConfig  # noqa: E402
 from napari_sgnet.geometry import Box  # noqa: E402
 from napari_sgnet.inference.testing import PixelRulePredictor, pattern_slide  # noqa: E402
@@ -139,26 +140,32 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, tiny_models, monkeyp
     assert (np.asarray(pred.data[0])[box.slices()][painted] == 5).all()
 
     # run again with another model: everything is re-predicted except the correction
-    c.set_model(tiny_models[1])
+    widget.state.set_model(tiny_models[1])
     _run(qtbot, widget, widget.run_slide_btn.click)
     after = store.read_labels(Box(0, 0, 512, 384))
     assert not np.array_equal(after, level0)
     assert (after[box.slices()][painted] == 5).all()
 
-    # export every format and read it back
+    # export every format with the dock's own buttons and read it back
     paths = {
-        "omezarr": tmp_path / "out.ome.zarr",
+        "ome-zarr": tmp_path / "out.ome.zarr",
         "geojson": tmp_path / "out.geojson",
         "tiff": tmp_path / "out.ome.tif",
     }
-    monkeypatch.setattr(dialogs, "ask_save_path", lambda p, t, start, f: paths[
-        next(k for k in paths if str(start).endswith(
-            {"omezarr": ".ome.zarr", "geojson": ".geojson", "tiff": ".tif"}[k]))])
+    asked = {}
+
+    def ask_save_path(parent, title, start, filters):
+        kind = next(k for k in paths if str(start).endswith(EXPORTS[k].suffix))
+        asked[kind] = filters
+        return paths[kind]
+
+    monkeypatch.setattr(dialogs, "ask_save_path", ask_save_path)
     monkeypatch.setattr(dialogs, "ask_directory", lambda *a: tmp_path)
-    for kind in ("omezarr", "geojson", "tiff", "patches"):
+    for kind in EXPORTS:
         with qtbot.waitSignal(widget.exports.exported, timeout=TIMEOUT) as blocker:
-            widget.exports.export_with_dialog(kind)
+            widget.export_buttons[kind].click()
         paths[kind] = blocker.args[1]
+    assert asked == {k: EXPORTS[k].file_filter for k in ("ome-zarr", "geojson", "tiff")}
     qtbot.waitUntil(lambda: not widget.exports._workers, timeout=TIMEOUT)
     _check_exports(paths, store, after)
 
@@ -168,7 +175,7 @@ def _check_exports(paths, store, labels):
 
     from napari_sgnet.io.exporters import read_omezarr_labels
 
-    source = read_omezarr_labels(paths["omezarr"])
+    source = read_omezarr_labels(paths["ome-zarr"])
     assert np.array_equal(np.asarray(source.levels[0]), labels)
     assert source.palette.names == store.palette.names
     assert np.array_equal(tifffile.imread(paths["tiff"]), labels)
@@ -261,7 +268,7 @@ def test_zoomed_out_superseded_and_review_tools(make_napari_viewer, qtbot, tmp_p
         widget.next_btn.click()
     region = blocker.args[0]
     assert region is not None and region in c.session.reviewed
-    assert c.session.store_box(current_view(viewer)).contains(region)
+    assert c.session.store_box(view_of_viewer(viewer)).contains(region)
 
     # confidence overlay on and off; a palette from JSON recolours the labels
     widget.confidence_check.setChecked(True)

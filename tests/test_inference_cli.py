@@ -52,12 +52,16 @@ def _cache(tmp_path, monkeypatch):
 
 
 def test_store_names():
+    """``predict`` names stores with the app's one rule (napari_sgnet.app.store_paths)."""
     from pathlib import Path
 
-    assert predict_cmd.store_path_for(Path("a/b/CMU-1.svs"), Path("o")) == Path(
-        "o/CMU-1.sgnet.zarr"
+    from napari_sgnet.app.store_paths import store_path_for
+
+    assert store_path_for(Path("a/b/CMU-1.svs"), Path("o")) == Path("o/CMU-1.sgnet.zarr")
+    assert store_path_for(Path("x.ome.zarr"), Path("o")) == Path("o/x.sgnet.zarr")
+    assert store_path_for(Path("synthetic-8192-s7.ome.tif"), Path("o")) == Path(
+        "o/synthetic-8192-s7.sgnet.zarr"
     )
-    assert predict_cmd.store_path_for(Path("x.ome.zarr"), Path("o")) == Path("o/x.sgnet.zarr")
 
 
 def test_predict_writes_a_store_and_a_summary(files, tmp_path, capsys):

@@ -14,10 +14,7 @@ from napari.components import ViewerModel  # noqa: E402
 
 from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
 from napari_sgnet._napari.session import (  # noqa: E402
-    camera_of,
     confidence_layer_data,
-    current_view,
-    default_store_path,
     edit_layer_data,
     layer_role,
     prediction_layer_data,
@@ -31,7 +28,8 @@ from napari_sgnet.app.review import (  # noqa: E402
     store_transform,
     tiles_covering,
 )
-from napari_sgnet.app.viewport import ViewState  # noqa: E402
+from napari_sgnet.app.store_paths import store_path_for  # noqa: E402
+from napari_sgnet.app.viewport import ViewState, camera_of, view_of_viewer  # noqa: E402
 from napari_sgnet.geometry import Box  # noqa: E402
 from napari_sgnet.inference.engine import run_inference  # noqa: E402
 from napari_sgnet.inference.request import InferenceRequest  # noqa: E402
@@ -112,7 +110,7 @@ def test_edit_crop_translate_and_scale(setup):
     viewer, image, session = setup
     camera_of(viewer).center = (200 * MPP, 300 * MPP)
     camera_of(viewer).zoom = 2.0 / MPP  # 2 screen px per slide px
-    view = current_view(viewer)
+    view = view_of_viewer(viewer)
     box = session.edit_box(view)
     h, w = view.canvas_size
     assert abs(box.w - w / 2 / B) <= 2 and abs(box.h - h / 2 / B) <= 2
@@ -249,7 +247,7 @@ def test_camera_for_shows_the_box(setup):
     box = Box(100, 60, 40, 30)
     center, zoom = session.camera_for(box, tuple(viewer.canvas.size))
     camera_of(viewer).center, camera_of(viewer).zoom = center, zoom
-    shown = session.store_box(current_view(viewer))
+    shown = session.store_box(view_of_viewer(viewer))
     assert shown.contains(box)
     assert shown.w < box.w * 3 or shown.h < box.h * 3
 
@@ -274,7 +272,7 @@ def test_pyramid_from_layer_and_store_path(setup, tmp_path, monkeypatch):
     assert pyr.mpp == MPP and pyr.downsamples == (1.0, 2.0, 4.0)
     assert pyr.shape == session.slide.shape
     monkeypatch.setenv("NAPARI_SGNET_STORE_DIR", str(tmp_path))
-    assert default_store_path(pyr) == tmp_path / "slide.sgnet.zarr"
+    assert store_path_for(pyr) == tmp_path / "slide.sgnet.zarr"
 
 
 def test_next_uncertain_skips_reviewed_regions(setup):

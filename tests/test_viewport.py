@@ -1,4 +1,8 @@
-"""Viewport maths against napari's own world-to-data transform (ViewerModel, no window)."""
+"""Viewport maths against napari's own world-to-data transform (ViewerModel, no window).
+
+``view_of_viewer`` is how the app reads the camera ("Run on view", the zoomed-out check,
+"Edit region"), so these tests pin production code.
+"""
 
 from __future__ import annotations
 

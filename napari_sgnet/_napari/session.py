@@ -8,13 +8,16 @@
   colormap highlights uncertain pixels;
 - :func:`edit_layer_data` places an edit crop (store level 0) over the slide.
 
+Where a slide's store is and how the camera is read are app matters
+(:mod:`napari_sgnet.app.store_paths`, :func:`napari_sgnet.app.viewport.view_of_viewer`);
+:func:`camera_of` is re-exported here for the layer code.
+
 The stores' dask arrays are read with napari's chunk cache off (``cache=False``):
 chunks change as tiles land, and ``layer.refresh()`` must show the new ones.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from napari_sgnet._napari.layers import LayerData, labels_layer_data
 from napari_sgnet.app.review import EditRegion, store_transform
-from napari_sgnet.app.viewport import ViewState
+from napari_sgnet.app.viewport import camera_of
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette
@@ -33,12 +36,9 @@ __all__ = [
     "EDIT_NAME",
     "META_KEY",
     "PREDICTION_NAME",
-    "STORE_DIR_ENV",
     "camera_of",
     "confidence_colormap",
     "confidence_layer_data",
-    "current_view",
-    "default_store_path",
     "edit_layer_data",
     "layer_role",
     "prediction_layer_data",
@@ -51,9 +51,6 @@ META_KEY = "napari_sgnet"
 PREDICTION_NAME = "SGNet labels"
 CONFIDENCE_NAME = "SGNet confidence"
 EDIT_NAME = "SGNet edit"
-#: Environment variable naming the folder for label stores of slides whose own folder
-#: is not writable (default ``~/napari-sgnet/stores``).
-STORE_DIR_ENV = "NAPARI_SGNET_STORE_DIR"
 
 
 def layer_role(layer: Any) -> str | None:
@@ -67,21 +64,6 @@ def slide_transform(layer: Any) -> tuple[tuple[float, float], tuple[float, float
     scale = tuple(float(v) for v in layer.scale[-2:])
     translate = tuple(float(v) for v in layer.translate[-2:])
     return (scale[0], scale[1]), (translate[0], translate[1])
-
-
-def camera_of(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` in napari >= 0.9, else ``viewer.camera``)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def current_view(viewer: Any) -> ViewState:
-    """The camera of a viewer (or ``ViewerModel``) as a :class:`ViewState`."""
-    camera = camera_of(viewer)
-    size = viewer.canvas.size  # (height, width)
-    cy, cx = (float(v) for v in camera.center[-2:])
-    return ViewState(center=(cy, cx), zoom=float(camera.zoom),
-                     canvas_size=(int(size[0]), int(size[1])))
 
 
 def pyramid_from_layer(layer: Any) -> Pyramid:
@@ -113,22 +95,6 @@ def pyramid_from_layer(layer: Any) -> Pyramid:
         source=Path(source) if source else None,
         name=str(layer.name),
     )
-
-
-def default_store_path(slide: Pyramid, store_dir: str | Path | None = None) -> Path:
-    """Where a slide's label store goes by default.
-
-    ``<store_dir>/<name>.sgnet.zarr`` when ``store_dir`` (or ``$NAPARI_SGNET_STORE_DIR``)
-    is given; else beside the slide file when that folder is writable; else
-    ``~/napari-sgnet/stores/<name>.sgnet.zarr``.
-    """
-    name = (slide.source.name if slide.source is not None else slide.name) + ".sgnet.zarr"
-    folder = store_dir or os.environ.get(STORE_DIR_ENV)
-    if folder:
-        return Path(folder) / name
-    if slide.source is not None and os.access(slide.source.parent, os.W_OK):
-        return slide.source.parent / name
-    return Path.home() / "napari-sgnet" / "stores" / name
 
 
 def _with_units(kwargs: dict[str, Any], units: Any) -> dict[str, Any]:

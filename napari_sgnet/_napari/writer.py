@@ -1,7 +1,8 @@
 """npe2 writers: save a Labels layer as OME-Zarr labels, GeoJSON (QuPath) or a label TIFF.
 
 Each writer turns the layer into a :class:`~napari_sgnet.io.exporters.LabelSource`
-(:func:`source_from_layer`) and calls the same core exporter as the CLI. Placement
+(:func:`source_from_layer`) and writes it through the export table
+(:func:`napari_sgnet.app.exports.run_export`), as the CLI and the dock do. Placement
 on the slide, in order of preference:
 
 1. ``metadata["napari_sgnet"]`` with ``base_downsample`` (and ``mpp``), or with the
@@ -27,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_sgnet.io.exporters import LabelSource, export_geojson, export_omezarr, export_tiff
+from napari_sgnet.app.exports import run_export
+from napari_sgnet.errors import UserInputError
+from napari_sgnet.io.exporters import LabelSource
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.palette import GLEASON, Palette
 
@@ -56,7 +59,7 @@ def _squeeze2d(array: Any) -> Any:
     while len(array.shape) > 2 and array.shape[0] == 1:
         array = array[0]
     if len(array.shape) != 2:
-        raise ValueError(f"only 2-D labels can be exported, got shape {tuple(array.shape)}")
+        raise UserInputError(f"only 2-D labels can be exported, got shape {tuple(array.shape)}")
     return array
 
 
@@ -97,7 +100,7 @@ def source_from_layer(data: Any, meta: dict[str, Any]) -> LabelSource:
     sy, sx = (float(v) for v in (meta.get("scale") or (1.0, 1.0))[-2:])
     ty, tx = (float(v) for v in (meta.get("translate") or (0.0, 0.0))[-2:])
     if not math.isclose(sy, sx, rel_tol=1e-3):
-        raise ValueError(f"labels with anisotropic scale ({sy}, {sx}) cannot be exported")
+        raise UserInputError(f"labels with anisotropic scale ({sy}, {sx}) cannot be exported")
     unit_um = _unit_um(meta.get("units"))
     place = _store_placement(md)
     if place:
@@ -122,19 +125,22 @@ def source_from_layer(data: Any, meta: dict[str, Any]) -> LabelSource:
     )
 
 
+def _write(kind: str, path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a layer's labels as ``kind`` of the export table, replacing ``path``."""
+    run_export(kind, source_from_layer(data, meta), path, overwrite=True)
+    return [str(path)]
+
+
 def write_omezarr(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer: a Labels layer as an OME-Zarr (NGFF 0.5) image-label group."""
-    export_omezarr(source_from_layer(data, meta), path, overwrite=True)
-    return [str(path)]
+    return _write("ome-zarr", path, data, meta)
 
 
 def write_geojson(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer: a Labels layer's class polygons as QuPath GeoJSON (slide level-0 pixels)."""
-    export_geojson(source_from_layer(data, meta), path, overwrite=True)
-    return [str(path)]
+    return _write("geojson", path, data, meta)
 
 
 def write_tiff(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """npe2 writer: a Labels layer as a tiled pyramidal OME-TIFF of label ids."""
-    export_tiff(source_from_layer(data, meta), path, overwrite=True)
-    return [str(path)]
+    return _write("tiff", path, data, meta)

@@ -1,66 +1,55 @@
-"""The app controller: model, slide, runs and the layers that show them.
+"""The dock's controller: runs, the camera follower and the layers that show an :class:`AppState`.
 
-It owns no widgets. The dock widget calls its methods (one per control) and listens
-to its signals; the GUI tests and the latency benchmark call the same methods.
-Long work runs in napari thread workers; their events arrive here on the main
-thread, which is the only one that touches layers.
+It owns no widgets and no shared state: the model, device, slide, store, session and palette
+live in the viewer's :class:`~napari_sgnet.app.state.AppState`, which the controller observes
+(and changes on the person's behalf). Runs go through the state's
+:class:`~napari_sgnet.app.runs.ViewportRuns` (the tested newest-wins logic) on napari thread
+workers; their events arrive here on the main thread, the only one that touches layers.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_sgnet._napari.session import (
-    camera_of,
-    current_view,
-    default_store_path,
-    layer_role,
-    pyramid_from_layer,
-    slide_transform,
-)
+from napari_sgnet._napari.session import layer_role, pyramid_from_layer, slide_transform
 from napari_sgnet._qt.display import LayerDisplay
-from napari_sgnet._qt.workers import function_worker, inference_worker, preload, start_worker
-from napari_sgnet.app.models import ModelChoice, choose_model, warm_up, working_downsample
+from napari_sgnet._qt.workers import function_worker, generator_worker, preload, start_worker
+from napari_sgnet.app.models import ModelChoice, warm_up, working_downsample
 from napari_sgnet.app.review import MAX_VIEW_TILES, ReviewSession, coarse_view_message
-from napari_sgnet.app.viewport import visible_box
-from napari_sgnet.errors import SlideError
+from napari_sgnet.app.runs import RunTicket
+from napari_sgnet.app.state import AppState, open_review_session
+from napari_sgnet.app.viewport import camera_of, view_of_viewer, visible_box
+from napari_sgnet.errors import report_failure
 from napari_sgnet.geometry import Box
-from napari_sgnet.inference.request import InferenceRequest, RequestError
 from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.palette import GLEASON, Palette, PaletteError
+from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.palette import Palette
 
 __all__ = ["AppController"]
 
 log = logging.getLogger(__name__)
 
-#: Errors whose message is meant for a person (no traceback needed).
-USER_ERRORS = (RequestError, SlideError, PaletteError, ValueError, OSError)
-
 
 class AppController(LayerDisplay, QObject):
-    """State and actions of the napari-sgnet app for one viewer.
+    """Runs and layers of the napari-sgnet dock for one viewer.
 
     Parameters
     ----------
     viewer : napari.Viewer
         The viewer.
-    store_dir : str or Path, optional
-        Folder for label stores (default: beside the slide, see ``default_store_path``).
+    state : AppState
+        The viewer's app state (see :func:`napari_sgnet.app.state.state_for`).
     """
 
     status = Signal(str)
     progress = Signal(int, int)
     busy = Signal(bool)
     coarse_view = Signal(str)  # "" when the view is fine
-    model_changed = Signal(str, str)  # summary, error
-    session_changed = Signal()
-    palette_changed = Signal(object)
     shown = Signal(object)  # the ProgressEvent whose tiles the layers now show
 
     VIEW_BATCH = 2
@@ -68,28 +57,18 @@ class AppController(LayerDisplay, QObject):
     DEBOUNCE_MS = 400
     REFRESH_MS = 200
 
-    def __init__(self, viewer: Any, *, store_dir: str | Path | None = None) -> None:
+    def __init__(self, viewer: Any, state: AppState) -> None:
         super().__init__()
         self.viewer = viewer
-        self.store_dir = Path(store_dir) if store_dir else None
-        self.device = "auto"
-        self.model: ModelChoice | None = None
-        self.palette: Palette = GLEASON
-        self._user_palette = False
+        self.state = state
+        self.runs = state.runs
         self.opacity = 0.5
         self.follow_view = True
         self.max_view_tiles = MAX_VIEW_TILES
         self.show_confidence = False
         self.slide_layer: Any = None
-        self.slide: Any = None
-        self.session: ReviewSession | None = None
-        self.last_event: Any = None
         self._view_mode = False
-        self._worker: Any = None
-        self._cancel: threading.Event | None = None
-        self._queued: InferenceRequest | None = None
-        self._region: Box | None = None
-        self._done_region: Box | None = None
+        self._workers: dict[int, Any] = {}  # ticket seq -> its worker, while it runs
         self._last_shown: Any = None
         self._closed = False
         self._view_timer = QTimer(self, singleShot=True, interval=self.DEBOUNCE_MS)
@@ -97,6 +76,11 @@ class AppController(LayerDisplay, QObject):
         self._refresh_timer = QTimer(self, singleShot=True, interval=self.REFRESH_MS)
         self._refresh_timer.timeout.connect(self.refresh_layers)
         start_worker(function_worker(preload))
+        ev = state.events
+        ev.model.connect(self._on_model)
+        ev.device.connect(self._on_device)
+        ev.session.connect(self._on_session)
+        ev.palette.connect(self.apply_palette)
         camera = camera_of(viewer)
         camera.events.center.connect(self._on_camera)
         camera.events.zoom.connect(self._on_camera)
@@ -104,41 +88,65 @@ class AppController(LayerDisplay, QObject):
         if canvas is not None and hasattr(canvas.events, "size"):
             canvas.events.size.connect(self._on_camera)
 
-    # ------------------------------------------------------------------ model
-    def set_model(self, source: Any = None, *, warm: bool = True) -> bool:
-        """Choose the model: ``None`` (bundled), a checkpoint folder or a predictor."""
-        try:
-            choice = choose_model(source)
-        except (RequestError, ValueError) as exc:
-            self.model = None
-            self.model_changed.emit("", str(exc))
-            return False
-        self.model = choice
-        self._done_region = None
-        if not self._user_palette:
-            self.set_palette(choice.info.palette, user=False)
-        self.model_changed.emit(choice.summary, "")
-        if warm:
+    # ------------------------------------------------------------------ state views
+    @property
+    def model(self) -> ModelChoice | None:
+        """The state's current model."""
+        return self.state.model
+
+    @property
+    def slide(self) -> Pyramid | None:
+        """The state's slide."""
+        return self.state.slide
+
+    @property
+    def session(self) -> ReviewSession | None:
+        """The state's review session."""
+        return self.state.session
+
+    @property
+    def palette(self) -> Palette:
+        """The state's palette."""
+        return self.state.palette
+
+    @property
+    def store_path(self) -> Path | None:
+        """The label store of the current slide (it may not exist yet)."""
+        return self.state.store_path
+
+    @property
+    def last_event(self) -> Any:
+        """The newest event of the current run."""
+        current = self.runs.current
+        return current.last_event if current is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the current run's worker runs."""
+        return self.runs.running
+
+    def say(self, message: str) -> None:
+        """Show ``message`` in the dock's status line."""
+        self.status.emit(message)
+
+    # ------------------------------------------------------------------ model / device
+    def _on_model(self, choice: ModelChoice) -> None:
+        self._warm_up()
+
+    def _on_device(self, device: str) -> None:
+        if self.model is not None:
             self._warm_up()
-        return True
 
     def _warm_up(self) -> None:
         """Load the model onto the device on a worker (the engine caches it for the runs)."""
-        worker = function_worker(warm_up, self.model, self.device)
+        worker = function_worker(warm_up, self.model, self.state.device)
         worker.returned.connect(self._on_warm)
         worker.errored.connect(self.report_error)
         start_worker(worker)
 
     def _on_warm(self, device: str) -> None:
-        if not self.running:  # a run reports its own progress
-            self.status.emit(f"Model ready on {device}.")
-
-    def set_device(self, device: str) -> None:
-        """``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"`` for the next runs."""
-        self.device = device
-        self._done_region = None
-        if self.model is not None:
-            self._warm_up()
+        if not self.running and not self._closed:  # a run reports its own progress
+            self.say(f"Model ready on {device}.")
 
     # ------------------------------------------------------------------ slide / store
     def _find_slide_layer(self) -> Any:
@@ -159,31 +167,25 @@ class AppController(LayerDisplay, QObject):
         """Use ``layer`` (default: the slide in the viewer) and reopen its store if any."""
         layer = layer or self._find_slide_layer()
         if layer is None:
-            self.status.emit("Open a slide first (File > Open, or File > Open Sample).")
+            self.say("Open a slide first (File > Open, or File > Open Sample).")
             return False
         if layer is self.slide_layer and self.slide is not None:
             return True
         if self.session is not None and self.session.edit is not None:
-            self.status.emit("Commit or discard the open edit before switching slides.")
+            self.say("Commit or discard the open edit before switching slides.")
             return False
-        self.slide_layer, self.slide = layer, pyramid_from_layer(layer)
-        self.session, self._done_region = None, None
-        path = default_store_path(self.slide, self.store_dir)
+        scale, translate = slide_transform(layer)
+        self.slide_layer = layer
+        self.state.set_slide(pyramid_from_layer(layer), scale=scale, translate=translate)
+        path = self.state.store_path
         shown = self.layer("prediction")  # e.g. a store opened with File > Open
         if shown is not None:
             shown_path = Path(shown.metadata["napari_sgnet"].get("store", ""))
             if LabelStore.is_store(shown_path):
                 path = shown_path
-        if LabelStore.is_store(path):
+        if path is not None and LabelStore.is_store(path):
             self.open_store(path)
         return True
-
-    @property
-    def store_path(self) -> Path | None:
-        """The label store of the current slide (it may not exist yet)."""
-        if self.session is not None:
-            return self.session.store.path
-        return default_store_path(self.slide, self.store_dir) if self.slide is not None else None
 
     def open_store(self, path: str | Path, *, check: bool = True) -> Any:
         """Open a slide's label store, show it, and restore an autosaved edit.
@@ -192,45 +194,46 @@ class AppController(LayerDisplay, QObject):
         a window of the slide, so it happens on a worker and this returns the worker.
         Without (the engine has just checked it), the store opens here at once.
         """
+        slide, transform = self.slide, self.state.slide_transform
         if not check:
-            self._set_store(LabelStore.open(path))
+            self._set_session(open_review_session(slide, path, transform=transform, check=False))
             return None
-        worker = function_worker(LabelStore.open, Path(path), slide=self.slide)
-        worker.returned.connect(self._set_store)
+        worker = function_worker(open_review_session, slide, Path(path), transform=transform)
+        worker.returned.connect(self._set_session)
         worker.errored.connect(self.report_error)
         start_worker(worker)
         return worker
 
-    def _set_store(self, store: LabelStore) -> None:
-        if self._closed:
-            return
-        scale, translate = slide_transform(self.slide_layer)
-        self.session = ReviewSession(self.slide, store, slide_scale=scale,
-                                     slide_translate=translate)
-        self.ensure_layers()
-        self.session_changed.emit()
+    def _set_session(self, session: ReviewSession) -> None:
+        if not self._closed and session.slide is self.slide:  # not for a slide left since
+            self.state.set_session(session)
+
+    def _on_session(self, session: ReviewSession | None) -> None:
+        if session is not None:
+            self.ensure_layers()
 
     # ------------------------------------------------------------------ running
     def view_box(self) -> Box:
         """The visible region in slide level-0 pixels."""
-        scale, translate = slide_transform(self.slide_layer)
-        return visible_box(current_view(self.viewer), scale=scale, translate=translate,
-                           image_size=(self.slide.height, self.slide.width))
+        scale, translate = self.state.slide_transform
+        slide = self.slide
+        assert slide is not None
+        return visible_box(view_of_viewer(self.viewer), scale=scale, translate=translate,
+                           image_size=(slide.height, slide.width))
 
     def coarse_message(self) -> str | None:
         """Why the view is too zoomed out to run on, or ``None``."""
         if self.slide is None or self.model is None:
             return None
-        scale, _ = slide_transform(self.slide_layer)
         info = self.model.info
         return coarse_view_message(
-            current_view(self.viewer), self.view_box(), scale,
+            view_of_viewer(self.viewer), self.view_box(), self.state.slide_transform[0],
             working_downsample(self.slide, info), info.patch_size, self.max_view_tiles,
         )
 
     def _ready(self) -> bool:
         if self.model is None:
-            self.status.emit("Choose a model first (bundled, or a checkpoint folder).")
+            self.say("Choose a model first (bundled, or a checkpoint folder).")
             return False
         return self.attach()
 
@@ -240,7 +243,7 @@ class AppController(LayerDisplay, QObject):
             return False
         box = self.view_box()
         if box.is_empty:
-            self.status.emit("The view shows no part of the slide.")
+            self.say("The view shows no part of the slide.")
             return False
         message = None if force else self.coarse_message()
         self.coarse_view.emit(message or "")
@@ -251,11 +254,9 @@ class AppController(LayerDisplay, QObject):
         self._view_mode = True
         if not auto:
             self._view_timer.stop()  # this run already covers any pending camera move
-        elif (self._done_region is not None and self._done_region.contains(box)) or (
-            self._worker is not None and self._region is not None and self._region.contains(box)
-        ):
+        elif self.runs.covers(box):
             return False
-        self._submit(self._request(box, "center", self.VIEW_BATCH))
+        self._submit(box, "center", self.VIEW_BATCH)
         return True
 
     def run_whole_slide(self) -> bool:
@@ -264,88 +265,78 @@ class AppController(LayerDisplay, QObject):
             return False
         self._view_mode = False
         self.coarse_view.emit("")
-        self._submit(self._request(None, "raster", self.SLIDE_BATCH))
+        self._submit(None, "raster", self.SLIDE_BATCH)
         return True
 
-    def _request(self, region: Box | None, order: str, batch: int) -> InferenceRequest:
-        return InferenceRequest(
-            slide=self.slide, store=self.store_path, model=self.model.request_model,
-            region=region, device=self.device, batch_size=batch, order=order,
-        )
-
-    @property
-    def running(self) -> bool:
-        """True while an inference worker runs."""
-        return self._worker is not None
-
-    def _submit(self, request: InferenceRequest) -> None:
-        if self._worker is not None:  # supersede: stop the running one, then start this
-            self._queued = request
-            if self._cancel is not None:
-                self._cancel.set()
-            return
-        self._cancel = threading.Event()
-        worker = inference_worker(request, self._cancel)
-        worker.yielded.connect(self._on_event)
-        worker.errored.connect(self.report_error)
-        worker.finished.connect(self._on_finished)
-        self._worker, self._region = worker, request.region
+    def _submit(self, region: Box | None, order: str, batch: int) -> None:
+        """Start a run that supersedes the one in flight (see :class:`ViewportRuns`)."""
+        model, path = self.model, self.store_path
+        assert model is not None and path is not None
+        ticket = self.runs.ticket(self.slide, path, model.request_model, region,
+                                  device=self.state.device, batch_size=batch, order=order)
+        worker = generator_worker(self.runs.events, ticket)
+        worker.yielded.connect(lambda ev, t=ticket: self._on_event(t, ev))
+        worker.errored.connect(lambda exc, t=ticket: self._on_error(t, exc))
+        worker.finished.connect(lambda t=ticket: self._on_finished(t))
+        self._workers[ticket.seq] = worker
         self.busy.emit(True)
-        what = "the view" if request.region is not None else "the whole slide"
-        self.status.emit(f"Running on {what}...")
+        self.say(f"Running on {'the view' if region is not None else 'the whole slide'}...")
         start_worker(worker)
 
     def cancel(self) -> None:
         """Stop the running job between batches (finished tiles stay in the store)."""
-        self._queued = None
-        if self._cancel is not None:
-            self._cancel.set()
-            self.status.emit("Cancelling...")
+        if self.runs.running:
+            self.say("Cancelling...")
+        start_worker(function_worker(self.runs.cancel))  # closing a run writes: not here
 
-    def _on_event(self, ev: Any) -> None:
+    def _on_event(self, ticket: RunTicket, ev: Any) -> None:
         if self._closed:  # the window is gone; the store has the tiles anyway
             return
-        self.last_event = ev
+        self.runs.record(ticket, ev)
+        current = self.runs.is_current(ticket)
+        session = self.session
+        if session is None or Path(session.store.path) != Path(ev.store):
+            if not (current and ev.stage == "started" and ticket.slide is self.slide):
+                return  # a superseded run on a slide left since
+            self.open_store(ev.store, check=False)  # the engine has just checked it
+        elif ev.stage == "started":
+            self.ensure_layers()
+        if current:
+            self.progress.emit(ev.tiles_done, max(ev.tiles_total, 1))
         if ev.stage == "started":
-            if self.session is None or self.session.store.path != Path(ev.store):
-                self.open_store(ev.store, check=False)  # the engine checked it
-            else:
-                self.ensure_layers()
-            self.progress.emit(0, max(ev.tiles_total, 1))
-            cached = f" ({ev.tiles_cached} already done)" if ev.tiles_cached else ""
-            self.status.emit(f"Predicting {ev.tiles_total} tiles{cached}...")
+            if current:
+                cached = f" ({ev.tiles_cached} already done)" if ev.tiles_cached else ""
+                self.say(f"Predicting {ev.tiles_total} tiles{cached}...")
             return
-        self.progress.emit(ev.tiles_done, max(ev.tiles_total, 1))
         if ev.boxes or ev.finished:
             self._last_shown = ev
-            if ev.finished:
+            if ev.finished and current:
                 self._refresh_timer.stop()
                 self.refresh_layers()
             elif not self._refresh_timer.isActive():
                 self._refresh_timer.start()
-        if ev.finished:
-            if ev.stage == "completed" and self._region is not None:
-                self._done_region = self._region
+        if ev.finished and current:
             verb = "Done" if ev.stage == "completed" else "Stopped"
-            self.status.emit(
-                f"{verb}: {ev.tiles_done} of {ev.tiles_total} tiles in {ev.elapsed_s:.1f} s "
-                f"({ev.mpix_per_s:.2f} Mpx/s)."
-            )
+            self.say(f"{verb}: {ev.tiles_done} of {ev.tiles_total} tiles in {ev.elapsed_s:.1f} s "
+                     f"({ev.mpix_per_s:.2f} Mpx/s).")
 
-    def _on_finished(self) -> None:
-        self._worker = self._cancel = None
-        if self._queued is not None and not self._closed:
-            request, self._queued = self._queued, None
-            self._submit(request)
+    def _on_error(self, ticket: RunTicket, exc: BaseException) -> None:
+        if self.runs.is_current(ticket):
+            self.report_error(exc)
         else:
+            log.warning("a superseded run failed: %s", exc, exc_info=exc)
+
+    def _on_finished(self, ticket: RunTicket) -> None:
+        self.runs.end(ticket)
+        self._workers.pop(ticket.seq, None)
+        if self.runs.is_current(ticket) and not self._closed:
             self.busy.emit(False)
 
     def report_error(self, exc: BaseException) -> None:
-        message = str(exc) if isinstance(exc, USER_ERRORS) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, USER_ERRORS):
-            log.error("napari-sgnet error", exc_info=exc)
-        self.status.emit(message)
-        show_error(message)
+        """Show a failure: a user error as its message; anything else logged with its traceback."""
+        failure = report_failure(exc, log, "napari-sgnet dock")
+        self.say(failure.message)
+        show_error(failure.message)
 
     # ------------------------------------------------------------------ camera
     def _on_camera(self, event: Any = None) -> None:
@@ -362,8 +353,14 @@ class AppController(LayerDisplay, QObject):
             self.coarse_view.emit(self.coarse_message() or "")
 
     def shutdown(self) -> None:
-        """Stop timers and the running job (called when the window or the dock closes)."""
+        """Stop timers, the running job and listening to the state (window or dock closing)."""
+        if self._closed:
+            return
         self._closed = True
         self._view_timer.stop()
         self._refresh_timer.stop()
-        self.cancel()
+        ev = self.state.events
+        for signal, slot in ((ev.model, self._on_model), (ev.device, self._on_device),
+                             (ev.session, self._on_session), (ev.palette, self.apply_palette)):
+            signal.disconnect(slot)
+        self.runs.cancel()  # on the main thread: the window is closing, nothing to keep fluid

@@ -30,7 +30,7 @@ def open_demo(viewer: Any, args: argparse.Namespace, *, run: bool = True) -> Any
     if device:
         widget.device_combo.setCurrentText(device)
     viewer.window.add_dock_widget(widget, name="SGNet", area="right")
-    if run and widget.controller.model is not None:
+    if run and widget.state.model is not None:
         # after the window has its final size, so the view is what the person sees
         QTimer.singleShot(300, widget.controller.run_on_view)
     return widget

@@ -24,17 +24,18 @@ __all__ = ["LayerDisplay"]
 
 
 class LayerDisplay:
-    """Layer management for the controller (expects ``viewer``, ``session``, ``slide_layer``,
-    ``palette``, ``opacity``, ``show_confidence``, ``model`` and the Qt signals)."""
+    """Layer management for the controller (expects ``viewer``, ``state``, ``session``,
+    ``slide_layer``, ``palette``, ``opacity``, ``show_confidence``, ``model`` and the Qt
+    signals)."""
 
     viewer: Any
+    state: Any
     session: Any
     slide_layer: Any
     model: Any
     palette: Palette
     opacity: float
     show_confidence: bool
-    _user_palette: bool
     _last_shown: Any
 
     # ------------------------------------------------------------------ layers
@@ -96,18 +97,16 @@ class LayerDisplay:
             if layer is not None:
                 layer.opacity = self.opacity
 
-    def set_palette(self, palette: Palette, *, user: bool = True) -> None:
-        """Colour the label layers with ``palette`` (names and colours)."""
-        self.palette, self._user_palette = palette, user
+    def apply_palette(self, palette: Palette) -> None:
+        """Colour the label layers with ``palette`` (the state's ``palette`` event)."""
         colormap = DirectLabelColormap(color_dict=palette.napari_colors())
         for role in ("prediction", "edit"):
             layer = self.layer(role)
             if layer is not None:
                 layer.colormap = colormap
-        self.palette_changed.emit(palette)
 
     def load_palette(self, path: str | Path) -> bool:
-        """Load a palette JSON and apply it; False (with a message) when invalid."""
+        """Load a palette JSON and make it the state's; False (with a message) when invalid."""
         try:
             palette = load_palette(path)
         except PaletteError as exc:
@@ -118,6 +117,5 @@ class LayerDisplay:
                 f"{Path(path).name} has {palette.num_classes} classes but the model predicts "
                 f"{self.model.info.palette.num_classes}; colours are applied by label id."
             )
-        self.set_palette(palette)
+        self.state.set_palette(palette)
         return True
-

@@ -42,7 +42,8 @@ from qtpy.QtWidgets import (
 
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.workers import start_worker
-from napari_sgnet.app.models import CURRENT, list_models
+from napari_sgnet.app.models import list_models
+from napari_sgnet.app.state import AppState, state_for
 from napari_sgnet.errors import SlideError, report_failure
 from napari_sgnet.io.labelstore import LabelStore
 

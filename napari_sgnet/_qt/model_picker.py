@@ -36,7 +36,7 @@ class ModelPicker(QComboBox):
         self.activated.connect(self._on_activated)
 
     def populate(self) -> None:
-        """(Re)list the bundled and fine-tuned models."""
+        """(Re)list the bundled and fine-tuned models (call :meth:`select` after)."""
         self.blockSignals(True)
         self.clear()
         try:
@@ -60,10 +60,12 @@ class ModelPicker(QComboBox):
             if index < 0:
                 index = self.count() - 1
                 self.insertItem(index, Path(source).name, key)
-        else:  # an in-memory model or predictor
-            index = self.count() - 1
-            self.insertItem(index, getattr(getattr(source, "info", None), "name", None)
-                            or type(source).__name__, source)
+        else:  # an in-memory model or predictor (listed once)
+            index = next((i for i in range(self.count()) if self.itemData(i) is source), -1)
+            if index < 0:
+                index = self.count() - 1
+                self.insertItem(index, getattr(getattr(source, "info", None), "name", None)
+                                or type(source).__name__, source)
         self.setCurrentIndex(index)
         self._previous = index
 

@@ -17,11 +17,12 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_sgnet._napari.session import camera_of, current_view, edit_layer_data, slide_transform
+from napari_sgnet._napari.session import edit_layer_data, slide_transform
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.workers import function_worker, start_worker
-from napari_sgnet.app.review import EditRegion, ReviewError
+from napari_sgnet.app.review import EditRegion, ReviewError, ReviewSession
+from napari_sgnet.app.viewport import camera_of, view_of_viewer
 from napari_sgnet.geometry import Box
 
 __all__ = ["AUTOSAVE_MS", "ReviewActions"]
@@ -64,7 +65,7 @@ class ReviewActions(QObject):
         self._autosaving = False
         self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave_now)
-        controller.session_changed.connect(self._on_session)
+        controller.state.events.session.connect(self._on_session)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
@@ -72,9 +73,13 @@ class ReviewActions(QObject):
         """The controller's review session (``None`` before the first run)."""
         return self.c.session
 
+    def shutdown(self) -> None:
+        """Stop the autosave timer and listening to the app state."""
+        self._autosave_timer.stop()
+        self.c.state.events.session.disconnect(self._on_session)
+
     # ------------------------------------------------------------------ edit layer
-    def _on_session(self) -> None:
-        session = self.session
+    def _on_session(self, session: ReviewSession | None) -> None:
         if session is None:
             return
         pending = session.pending()
@@ -137,22 +142,22 @@ class ReviewActions(QObject):
     def edit_region(self) -> bool:
         """Open the full-resolution labels of the current view for painting."""
         if self.session is None:
-            self.c.status.emit("Run the model first: there are no labels to edit yet.")
+            self.c.say("Run the model first: there are no labels to edit yet.")
             return False
         if self.session.edit is not None:
             if self.c.layer("edit") is None:
                 self._show_edit(self.session.edit)
-            self.c.status.emit("An edit is already open: commit or discard it first.")
+            self.c.say("An edit is already open: commit or discard it first.")
             return False
         try:
-            box = self.session.edit_box(current_view(self.viewer))
+            box = self.session.edit_box(view_of_viewer(self.viewer))
             edit = self.session.start_edit(box)
         except ReviewError as exc:
-            self.c.status.emit(str(exc))
+            self.c.say(str(exc))
             show_warning(str(exc))
             return False
         self._show_edit(edit)
-        self.c.status.emit(
+        self.c.say(
             f"Editing {box.w} x {box.h} label pixels: paint with the brush (P), erase (E), "
             "fill (F), undo (Ctrl+Z); then Commit."
         )
@@ -162,7 +167,7 @@ class ReviewActions(QObject):
         """Write the edit to the store on a worker thread; returns the worker (or ``None``)."""
         session = self.session
         if session is None or session.edit is None or self._committing:
-            self.c.status.emit("No edit to commit.")
+            self.c.say("No edit to commit.")
             return None
         layer = self.c.layer("edit")
         if layer is not None:  # freeze the crop: strokes after this point would be lost
@@ -174,14 +179,14 @@ class ReviewActions(QObject):
         worker.returned.connect(self._on_committed)
         worker.errored.connect(self._on_commit_error)
         start_worker(worker)
-        self.c.status.emit("Committing...")
+        self.c.say("Committing...")
         return worker
 
     def _on_committed(self, record: dict[str, Any]) -> None:
         self._committing = False
         self._remove_edit_layer()
         self.c.refresh_layers()
-        self.c.status.emit(f"Committed {record['pixels']:,} changed pixels to the label store.")
+        self.c.say(f"Committed {record['pixels']:,} changed pixels to the label store.")
         self.committed.emit(record)
 
     def _on_commit_error(self, exc: BaseException) -> None:
@@ -205,7 +210,7 @@ class ReviewActions(QObject):
             return False
         session.discard()
         self._remove_edit_layer()
-        self.c.status.emit("Edit discarded." if n else "Edit closed (nothing had changed).")
+        self.c.say("Edit discarded." if n else "Edit closed (nothing had changed).")
         return True
 
     def autosave_now(self, *, background: bool = True) -> None:
@@ -232,7 +237,7 @@ class ReviewActions(QObject):
         """
         session = self.session
         if session is None:
-            self.c.status.emit("Run the model first: there is no confidence to review yet.")
+            self.c.say("Run the model first: there is no confidence to review yet.")
             return None
         from napari_sgnet.io.uncertainty import next_uncertain_region
 
@@ -240,21 +245,21 @@ class ReviewActions(QObject):
         worker = function_worker(next_uncertain_region, session.store, session.reviewed, size)
         worker.returned.connect(self._go_to_region)
         worker.errored.connect(self.c.report_error)
-        self.c.status.emit("Looking for the least confident region...")
+        self.c.say("Looking for the least confident region...")
         start_worker(worker)
         return worker
 
     def _go_to_region(self, box: Box | None) -> None:
         session = self.session
         if box is None or session is None:
-            self.c.status.emit("Every predicted region has been reviewed.")
+            self.c.say("Every predicted region has been reviewed.")
             self.region_shown.emit(None)
             return
         session.mark_reviewed(box)
         center, zoom = session.camera_for(box, tuple(self.viewer.canvas.size))
         camera = camera_of(self.viewer)
         camera.center, camera.zoom = center, zoom
-        self.c.status.emit(
+        self.c.say(
             f"Least confident region not yet reviewed: {box.w} x {box.h} label pixels at "
             f"({box.x}, {box.y}). Edit region to correct it, or Next for the next one."
         )

@@ -1,7 +1,9 @@
-"""The napari-sgnet dock widget: thin controls over :class:`AppController`.
+"""The napari-sgnet dock widget: thin controls over the viewer's :class:`AppState`.
 
-Each control calls one controller / review / export method (the same ones the tests
-and the benchmark call) and shows what the controller reports back.
+The dock is handed the viewer's state (:func:`napari_sgnet.app.state.state_for`); each
+control calls one state / controller / review / export method (the same ones the tests and
+the benchmark call) and the dock shows what the state's events and the controller report.
+It never looks for other widgets: the fine-tune dock reaches it only through the state.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ from qtpy.QtWidgets import (
 
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
-from napari_sgnet._qt.exports import EXPORTS, ExportActions
+from napari_sgnet._qt.exports import ExportActions
 from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
-from napari_sgnet.app.models import CURRENT
+from napari_sgnet.app.exports import EXPORTS
+from napari_sgnet.app.models import ModelChoice
+from napari_sgnet.app.state import AppState, state_for
 from napari_sgnet.inference.request import DEVICES
 
 __all__ = ["SGNetWidget"]
 
 log = logging.getLogger(__name__)
-
 
 
 def _button(text: str, tip: str, slot: Any) -> QPushButton:
@@ -73,20 +76,26 @@ class SGNetWidget(QWidget):
     napari_viewer : napari.Viewer
         The viewer (injected by napari).
     model : optional
-        Model to select at start: ``None`` for the bundled one, a checkpoint folder
-        or a predictor.
+        Model to select at start: ``None`` for the state's current model (else the bundled
+        one), a checkpoint folder or a predictor.
     store_dir : str or Path, optional
-        Where label stores go (default: beside the slide when writable).
+        Where label stores go (default: see :mod:`napari_sgnet.app.store_paths`).
+    state : AppState, optional
+        The app state to show and change (default: the viewer's, :func:`state_for`).
     """
 
     def __init__(self, napari_viewer: Any, *, model: Any = None,
-                 store_dir: str | Path | None = None) -> None:
+                 store_dir: str | Path | None = None, state: AppState | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.controller = AppController(napari_viewer, store_dir=store_dir)
+        self.state = state if state is not None else state_for(napari_viewer)
+        if store_dir is not None:
+            self.state.set_store_dir(store_dir)
+        self.controller = AppController(napari_viewer, self.state)
         self.review = ReviewActions(self.controller, self)
         self.exports = ExportActions(self.controller, self)
         self._guarded = 0  # id() of the window with the close guard (no strong reference)
+        self._shut = False
         self._close_guard = _CloseGuard(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -110,7 +119,9 @@ class SGNetWidget(QWidget):
         self.model_label.setWordWrap(True)
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
-        self.device_combo.currentTextChanged.connect(self.controller.set_device)
+        if self.state.device in DEVICES:
+            self.device_combo.setCurrentText(self.state.device)
+        self.device_combo.currentTextChanged.connect(self.state.set_device)
         form.addRow("Model", self.model_combo)
         form.addRow(self.model_label)
         form.addRow("Device", self.device_combo)
@@ -154,7 +165,7 @@ class SGNetWidget(QWidget):
     def _display_box(self) -> QGroupBox:
         box = QGroupBox("Classes and display")
         lay = QVBoxLayout(box)
-        self.palette_view = PaletteView(self.controller.palette)
+        self.palette_view = PaletteView(self.state.palette)
         self.palette_view.label_selected.connect(self.review.set_selected_label)
         lay.addWidget(self.palette_view)
         row = QHBoxLayout()
@@ -195,8 +206,11 @@ class SGNetWidget(QWidget):
     def _export_box(self) -> QGroupBox:
         box = QGroupBox("Export")
         grid = QGridLayout(box)
-        for i, (kind, (label, tip)) in enumerate(EXPORTS.items()):
-            btn = _button(label, tip, lambda k=kind: self.exports.export_with_dialog(k))
+        self.export_buttons: dict[str, QPushButton] = {}
+        for i, (kind, row) in enumerate(EXPORTS.items()):
+            btn = _button(self.exports.button_text(kind), row.tooltip,
+                          lambda k=kind: self.exports.export_with_dialog(k))
+            self.export_buttons[kind] = btn
             grid.addWidget(btn, i // 2, i % 2)
         self.store_label = QLabel("")
         self.store_label.setWordWrap(True)
@@ -205,15 +219,20 @@ class SGNetWidget(QWidget):
         return box
 
     # ------------------------------------------------------------------ wiring
+    def _state_slots(self) -> list[tuple[Any, Any]]:
+        ev = self.state.events
+        return [(ev.model, self._on_model), (ev.model_error, self._on_model_error),
+                (ev.palette, self.palette_view.set_palette), (ev.store, self._update_store_label),
+                (ev.offered, self._on_offered)]
+
     def _connect(self) -> None:
         c = self.controller
         c.status.connect(self.status_label.setText)
         c.progress.connect(self._on_progress)
         c.busy.connect(self.cancel_btn.setEnabled)
         c.coarse_view.connect(self._show_coarse)
-        c.model_changed.connect(self._on_model_changed)
-        c.palette_changed.connect(self.palette_view.set_palette)
-        c.session_changed.connect(self._update_store_label)
+        for signal, slot in self._state_slots():
+            signal.connect(slot)
         self.review.edit_changed.connect(self._on_edit_changed)
         self.exports.progress.connect(self._on_progress)
 
@@ -230,8 +249,8 @@ class SGNetWidget(QWidget):
         self.commit_btn.setEnabled(editing)
         self.discard_btn.setEnabled(editing)
 
-    def _update_store_label(self) -> None:
-        path = self.controller.store_path
+    def _update_store_label(self, path: Path | None = None) -> None:
+        path = self.state.store_path
         if path is None:
             self.store_label.setText("")
             return
@@ -242,33 +261,32 @@ class SGNetWidget(QWidget):
         self.store_label.setText(f"Labels are saved in: {shown}")
         self.store_label.setToolTip(str(path))
 
-    def _on_model_changed(self, summary: str, error: str) -> None:
-        if error:
-            self.model_label.setText(error)
-            self.model_label.setStyleSheet("color: #f0a030;")
-        else:
-            self.model_label.setText(summary)
-            self.model_label.setStyleSheet("")
-        self._update_store_label()
+    def _on_model(self, choice: ModelChoice) -> None:
+        """The state's model changed (here, or "Use this model" in the fine-tune dock)."""
+        self.model_combo.select(self.state.model_source)
+        self.model_label.setText(choice.summary)
+        self.model_label.setStyleSheet("")
+
+    def _on_model_error(self, message: str) -> None:
+        self.model_label.setText(message)
+        self.model_label.setStyleSheet("color: #f0a030;")
+
+    def _on_offered(self, path: Path | None) -> None:
+        """A fine-tuned model is on offer: list it (it is used only when the person says so)."""
+        if path is not None:
+            self.model_combo.populate()
+            self.model_combo.select(self.state.model_source)
 
     def _select_model(self, model: Any) -> None:
-        if model is None:
-            model = CURRENT.path  # e.g. a model fine-tuned in this session
+        state = self.state
+        if model is None and state.model is not None:  # e.g. a model fine-tuned earlier
+            self._on_model(state.model)
+            return
         self.model_combo.select(model)
-        self.controller.set_model(model)
-        CURRENT.connect(self._on_current_model)
+        state.set_model(model)
 
     def _on_model_chosen(self, source: Any) -> None:
-        if self.controller.set_model(source) and isinstance(source, Path):
-            CURRENT.set(source)  # the fine-tune widget starts from the model in use
-
-    def _on_current_model(self, path: Path | None) -> None:
-        """Another widget chose a model (e.g. "Use this model" after fine-tuning)."""
-        current = self.controller.model
-        if current is not None and path is not None and current.spec.path == path.resolve():
-            return
-        self.model_combo.select(path)
-        self.controller.set_model(path)
+        self.state.set_model(source)
 
     def _load_palette(self) -> None:
         path = dialogs.ask_open_file(self, "Load a class palette", Path.home(), "JSON (*.json)")
@@ -279,18 +297,23 @@ class SGNetWidget(QWidget):
     def showEvent(self, event: Any) -> None:
         """Install the close guard on the main window once the dock is shown."""
         super().showEvent(event)
-        window = self.window()
-        if not isinstance(window, QMainWindow):
-            window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        window: Any = self  # docked: the main window; floating: the dock's parent is
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
         if window is not None and id(window) != self._guarded:
             window.installEventFilter(self._close_guard)
             self._guarded = id(window)
 
     def shutdown(self) -> None:
         """Keep the edit (autosave), stop the running job, stop listening (window closing)."""
+        if self._shut:
+            return
+        self._shut = True
         self.review.autosave_now(background=False)
+        self.review.shutdown()
         self.controller.shutdown()
-        CURRENT.disconnect(self._on_current_model)
+        for signal, slot in self._state_slots():
+            signal.disconnect(slot)
 
     def closeEvent(self, event: Any) -> None:
         """The dock is closed: the same tidying up as when the window closes."""

@@ -13,7 +13,6 @@ window would deadlock.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,8 +22,7 @@ from qtpy.QtCore import Qt, QThreadPool
 __all__ = [
     "app_pool",
     "function_worker",
-    "inference_events",
-    "inference_worker",
+    "generator_worker",
     "preload",
     "start_worker",
 ]
@@ -69,16 +67,11 @@ def preload() -> None:
     label_colormap(8)
 
 
-def inference_events(request: Any, cancel: threading.Event) -> Iterator[Any]:
-    """Run one :class:`InferenceRequest`, yielding its progress events."""
-    from napari_sgnet.inference.engine import run_inference
-
-    yield from run_inference(request, cancel=cancel)
-
-
-def inference_worker(request: Any, cancel: threading.Event) -> GeneratorWorker:
-    """A not-yet-started worker running :func:`inference_events`."""
-    return create_worker(inference_events, request, cancel, _start_thread=False)
+def generator_worker(
+    fn: Callable[..., Iterator[Any]], *args: Any, **kwargs: Any
+) -> GeneratorWorker:
+    """A not-yet-started worker iterating ``fn(*args, **kwargs)`` (e.g. a run's events)."""
+    return create_worker(fn, *args, _start_thread=False, **kwargs)
 
 
 def function_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> FunctionWorker:

@@ -1,87 +1,215 @@
-"""One entry point for the app's export buttons and the headless demo: :func:`run_export`.
+"""The one export table: every way labels leave napari-sgnet, with one spelling per kind.
 
-Each kind maps to the core exporter the CLI also uses; nothing here imports Qt.
+Each :class:`ExportFormat` row names a kind (``"ome-zarr"``, ``"geojson"``, ``"tiff"``,
+``"patches"``), the suffix of its default file name, the file-dialog filter, the options
+it takes and the function that writes it. The CLI's ``export`` command (its ``--format``
+choices and options), the dock's export buttons and dialogs, the headless demo and the npe2
+writers (``napari_sgnet._napari.writer``) all go through :data:`EXPORTS` and
+:func:`run_export`; nothing here imports Qt.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.app.store_paths import STORE_SUFFIX, slide_stem
+from napari_sgnet.errors import OptionError
 
-__all__ = ["EXPORT_KINDS", "default_export_path", "run_export"]
+if TYPE_CHECKING:
+    from napari_sgnet.io.pyramid import Pyramid
 
-EXPORT_KINDS = ("omezarr", "geojson", "tiff", "patches")
-_SUFFIX = {
-    "omezarr": ".labels.ome.zarr",
-    "geojson": ".geojson",
-    "tiff": ".labels.tif",
-    "patches": "-patches",
-}
+__all__ = [
+    "EXPORTS",
+    "EXPORT_KINDS",
+    "ExportFormat",
+    "default_export_path",
+    "export_format",
+    "run_export",
+]
 
 Progress = Callable[[int, int], None]
 
 
+def _omezarr(labels: Any, path: Path, **kw: Any) -> Path:
+    from napari_sgnet.io.exporters import export_omezarr
+
+    return Path(export_omezarr(labels, path, **kw))
+
+
+def _geojson(labels: Any, path: Path, **kw: Any) -> Path:
+    from napari_sgnet.io.exporters import export_geojson
+
+    return Path(export_geojson(labels, path, **kw))
+
+
+def _tiff(labels: Any, path: Path, **kw: Any) -> Path:
+    from napari_sgnet.io.exporters import export_tiff
+
+    return Path(export_tiff(labels, path, **kw))
+
+
+def _patches(labels: Any, path: Path, *, slide: Any = None, **kw: Any) -> Path:
+    from napari_sgnet.training.export_patches import export_patches
+
+    if slide is None:
+        raise OptionError("exporting training patches needs the slide")
+    return Path(export_patches(labels, slide, path, **kw))
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the export table.
+
+    Attributes
+    ----------
+    kind : str
+        The one spelling of the format (CLI ``--format``, dock, npe2 writers).
+    title : str
+        Human name (button text, dialog title).
+    suffix : str
+        Appended to the slide's stem for the default output name.
+    extensions : tuple of str
+        File extensions the format is saved with (the dialog's filter).
+    tooltip : str
+        What the export is for.
+    options : tuple of str
+        Keyword options the writer takes beyond ``overwrite`` and ``progress`` (the CLI
+        passes its arguments of these names).
+    folder : bool
+        The output is a folder picked with a folder dialog (training patches).
+    needs_slide : bool
+        The writer needs the slide's pixels (``slide=``), not only the labels.
+    write : callable
+        ``write(labels, path, *, overwrite, progress, **options) -> Path``; ``labels`` is a
+        :class:`~napari_sgnet.io.labelstore.LabelStore` or a
+        :class:`~napari_sgnet.io.exporters.LabelSource`.
+    """
+
+    kind: str
+    title: str
+    suffix: str
+    extensions: tuple[str, ...]
+    tooltip: str
+    options: tuple[str, ...]
+    folder: bool
+    needs_slide: bool
+    write: Callable[..., Path]
+
+    @property
+    def file_filter(self) -> str:
+        """The file-dialog filter, e.g. ``"GeoJSON (*.geojson *.json)"``."""
+        if not self.extensions:
+            return ""
+        return f"{self.title} ({' '.join('*' + e for e in self.extensions)})"
+
+
+#: The export table, by kind.
+EXPORTS: dict[str, ExportFormat] = {
+    row.kind: row
+    for row in (
+        ExportFormat(
+            "ome-zarr", "OME-Zarr", ".labels.ome.zarr", (".ome.zarr", ".zarr"),
+            "Label pyramid with class names and colours (any OME-Zarr viewer, napari, "
+            "QuPath via OME-Zarr).", ("ngff",), False, False, _omezarr,
+        ),
+        ExportFormat(
+            "geojson", "GeoJSON", ".geojson", (".geojson", ".json"),
+            "One polygon per class region, with class names (QuPath: File > Import objects).",
+            ("level", "min_area", "skip_background", "split"), False, False, _geojson,
+        ),
+        ExportFormat(
+            "tiff", "TIFF", ".labels.tif", (".tif", ".tiff"),
+            "Pyramidal label TIFF at the label resolution.", (), False, False, _tiff,
+        ),
+        ExportFormat(
+            "patches", "Training patches", "-patches", (),
+            "Image + label patches of the corrected regions, for fine-tuning.",
+            ("patch_size", "masks"), True, True, _patches,
+        ),
+    )
+}  # fmt: skip
+#: The kinds, in table order.
+EXPORT_KINDS = tuple(EXPORTS)
+
+
+def export_format(kind: str) -> ExportFormat:
+    """The table row of ``kind``.
+
+    Raises
+    ------
+    OptionError
+        For a kind not in the table (the message lists the known ones).
+    """
+    try:
+        return EXPORTS[kind]
+    except KeyError:
+        known = ", ".join(EXPORT_KINDS)
+        raise OptionError(f"unknown export kind {kind!r}; known: {known}") from None
+
+
 def default_export_path(kind: str, store_path: Path, slide: Pyramid | None = None) -> Path:
-    """``<store folder>/<slide name><suffix>`` for an export kind."""
-    if kind not in _SUFFIX:
-        raise ValueError(f"unknown export kind {kind!r}; known: {EXPORT_KINDS}")
-    name = slide.name if slide is not None else Path(store_path).name.split(".")[0]
-    return Path(store_path).parent / f"{name}{_SUFFIX[kind]}"
+    """``<store folder>/<slide stem><suffix>`` for an export kind.
+
+    The stem is the slide's (:func:`~napari_sgnet.app.store_paths.slide_stem`), else the
+    store's name without ``.sgnet.zarr``.
+    """
+    row = export_format(kind)
+    store_path = Path(store_path)
+    if slide is not None:
+        stem = slide_stem(slide)
+    else:
+        name = store_path.name
+        stem = name[: -len(STORE_SUFFIX)] if name.endswith(STORE_SUFFIX) else store_path.stem
+    return store_path.parent / f"{stem}{row.suffix}"
 
 
 def run_export(
     kind: str,
-    store: LabelStore,
-    slide: Pyramid | None,
+    labels: Any,
     path: str | Path,
     *,
+    slide: Any = None,
     progress: Progress | None = None,
     overwrite: bool = True,
+    **options: Any,
 ) -> Path:
-    """Export a label store.
+    """Export labels as ``kind`` (the CLI, the dock, the demo and the npe2 writers call this).
 
     Parameters
     ----------
-    kind : {"omezarr", "geojson", "tiff", "patches"}
-        What to write.
-    store : LabelStore
-        The labels (predictions and committed corrections).
-    slide : Pyramid or None
-        The slide (needed for training patches).
+    kind : str
+        A kind of :data:`EXPORTS`.
+    labels : LabelStore or LabelSource
+        The labels (a store's predictions and committed corrections, or a layer's labels).
     path : str or Path
         Destination file or folder.
+    slide : Pyramid, str or Path, optional
+        The slide (needed for training patches, ignored otherwise).
     progress : callable, optional
         ``progress(done, total)``.
     overwrite : bool
-        Replace an earlier export of the same kind at ``path`` (the app asks first).
+        Replace an earlier export at ``path`` (the app asks first).
+    **options
+        The row's :attr:`ExportFormat.options` (``None`` values are left to the writer).
 
     Returns
     -------
     Path
         What was written.
+
+    Raises
+    ------
+    OptionError
+        For an unknown kind, an option the kind does not take, or patches without a slide.
     """
-    path = Path(path)
-    if kind == "omezarr":
-        from napari_sgnet.io.exporters import export_omezarr
-
-        return Path(export_omezarr(store, path, overwrite=overwrite, progress=progress))
-    if kind == "geojson":
-        from napari_sgnet.io.exporters import export_geojson
-
-        return Path(export_geojson(store, path, overwrite=overwrite, progress=progress))
-    if kind == "tiff":
-        from napari_sgnet.io.exporters import export_tiff
-
-        return Path(export_tiff(store, path, overwrite=overwrite, progress=progress))
-    if kind == "patches":
-        from napari_sgnet.training.export_patches import export_patches
-
-        if slide is None:
-            raise ValueError("exporting training patches needs the slide")
-        result: Any = export_patches(store, slide, path, overwrite=overwrite, progress=progress)
-        return Path(getattr(result, "path", result))
-    raise ValueError(f"unknown export kind {kind!r}; known: {EXPORT_KINDS}")
+    row = export_format(kind)
+    unknown = set(options) - set(row.options)
+    if unknown:
+        raise OptionError(f"{kind} export does not take {', '.join(sorted(unknown))}")
+    kw: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if row.needs_slide:
+        kw["slide"] = slide
+    return row.write(labels, Path(path), overwrite=overwrite, progress=progress, **kw)

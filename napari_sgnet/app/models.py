@@ -7,14 +7,13 @@ Two parts, both Qt-free:
 - the registry (:func:`list_models`, :func:`find_model`, :class:`ModelEntry`), re-exported
   from :mod:`napari_sgnet.registry`, the one torch-free model registry.
 
-:data:`CURRENT` is the process-wide model choice: the review widget reads it before running, and
-the fine-tune widget sets it only when the user presses "Use this model".
+The model in use is not a process global: it is each viewer's
+:attr:`napari_sgnet.app.state.AppState.model`, which the fine-tune widget changes only when the
+user presses "Use this model".
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +32,8 @@ from napari_sgnet.registry import (
 
 __all__ = [
     "BUNDLED_DIR",
-    "CURRENT",
     "ModelChoice",
     "ModelEntry",
-    "ModelSelection",
     "choose_model",
     "find_model",
     "list_models",
@@ -109,39 +106,3 @@ def warm_up(choice: ModelChoice, device: str = "auto") -> str:
 def working_downsample(slide: Pyramid, info: ModelInfo) -> float:
     """Downsample (slide level-0 pixels per model pixel) of the level the model runs at."""
     return float(slide.downsamples[slide.level_for_mpp(info.mpp)])
-
-
-class ModelSelection:
-    """The model the app uses for new runs; listeners hear about changes.
-
-    The fine-tune widget calls :meth:`set` only when the user presses "Use this model": a new
-    model is never swapped in silently.
-    """
-
-    def __init__(self) -> None:
-        self._path: Path | None = None
-        self._listeners: list[Callable[[Path | None], None]] = []
-
-    @property
-    def path(self) -> Path | None:
-        """The chosen checkpoint folder (``None``: the bundled default)."""
-        return self._path
-
-    def set(self, path: str | os.PathLike[str] | None) -> None:
-        """Choose a checkpoint folder (``None`` for the default) and notify listeners."""
-        self._path = Path(path) if path is not None else None
-        for listener in list(self._listeners):
-            listener(self._path)
-
-    def connect(self, listener: Callable[[Path | None], None]) -> None:
-        """Call ``listener(path)`` after every :meth:`set`."""
-        self._listeners.append(listener)
-
-    def disconnect(self, listener: Callable[[Path | None], None]) -> None:
-        """Stop calling ``listener``."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
-
-
-#: The process-wide model choice.
-CURRENT = ModelSelection()

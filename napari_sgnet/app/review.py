@@ -26,6 +26,7 @@ from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
 from napari_sgnet.io.labelstore.review_state import PendingEdit
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.palette import Palette
 
 __all__ = [
     "MAX_EDIT_SIDE",
@@ -138,7 +139,8 @@ class EditRegion:
     @property
     def changed(self) -> np.ndarray:
         """Boolean mask of the pixels the person changed."""
-        return np.asarray(self.labels) != self.original
+        changed: np.ndarray = np.asarray(self.labels) != self.original
+        return changed
 
     @property
     def dirty(self) -> bool:
@@ -179,8 +181,10 @@ class ReviewSession:
         self.slide = slide
         self.store = store
         mpp = slide.mpp if slide.mpp is not None else 1.0
-        self.slide_scale = tuple(slide_scale or (mpp, mpp))
-        self.slide_translate = tuple(slide_translate)
+        sy, sx = slide_scale or (mpp, mpp)
+        self.slide_scale: tuple[float, float] = (float(sy), float(sx))
+        self.slide_translate: tuple[float, float] = (float(slide_translate[0]),
+                                                     float(slide_translate[1]))
         self.max_edit_side = int(max_edit_side)
         self.record = store.review
         self.edit: EditRegion | None = None
@@ -190,7 +194,7 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ geometry
     @property
-    def palette(self):
+    def palette(self) -> Palette:
         """The store's palette."""
         return self.store.palette
 
@@ -228,13 +232,6 @@ class ReviewSession:
         y0, x0, y1, x1 = self.world_box(box)
         zoom = min(canvas_size[0] / max(y1 - y0, 1e-9), canvas_size[1] / max(x1 - x0, 1e-9))
         return ((y0 + y1) / 2.0, (x0 + x1) / 2.0), zoom / margin
-
-    def view_too_coarse(self, view: ViewState, max_tiles: int = MAX_VIEW_TILES) -> str | None:
-        """A message when the view is too zoomed out to run the model on, else ``None``."""
-        return coarse_view_message(
-            view, self.slide_box(view), self.slide_scale, self.store.base_downsample,
-            self.store.tile, max_tiles,
-        )
 
     # ------------------------------------------------------------------ editing
     @property

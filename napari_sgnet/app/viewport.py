@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from napari_sgnet.geometry import Box
 
-__all__ = ["ViewState", "view_downsample", "view_of_viewer", "visible_box"]
+__all__ = ["ViewState", "camera_of", "view_downsample", "view_of_viewer", "visible_box"]
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,27 @@ def view_downsample(view: ViewState, scale: tuple[float, float] = (1.0, 1.0)) ->
     return 1.0 / (view.zoom * float(scale[1]))
 
 
-def view_of_viewer(viewer: object) -> ViewState:
-    """Read a :class:`ViewState` from a napari viewer (or ``ViewerModel``)."""
-    camera = viewer.camera  # type: ignore[attr-defined]
-    size = viewer.canvas.size  # type: ignore[attr-defined]  # (height, width)
-    center = tuple(float(v) for v in camera.center[-2:])
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` in napari >= 0.9, else ``viewer.camera``).
+
+    Duck-typed: works on a ``napari.Viewer`` and on a ``napari.components.ViewerModel``
+    without importing napari here.
+    """
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def view_of_viewer(viewer: Any) -> ViewState:
+    """Read a :class:`ViewState` from a napari viewer (or ``ViewerModel``).
+
+    This is how the app reads the camera: "Run on view", the zoomed-out check and
+    "Edit region" all take their view from here.
+    """
+    camera = camera_of(viewer)
+    size = viewer.canvas.size  # (height, width)
+    cy, cx = (float(v) for v in camera.center[-2:])
     return ViewState(
-        center=(center[0], center[1]),
+        center=(cy, cx),
         zoom=float(camera.zoom),
         canvas_size=(int(size[0]), int(size[1])),
     )

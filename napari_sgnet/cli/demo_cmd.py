@@ -63,20 +63,21 @@ def _progress(ev: object) -> None:
           end=end, file=sys.stderr, flush=True)
 
 
-def _export_all(store: object, stem: Path) -> dict[str, Path]:
-    """Export a store as OME-Zarr, GeoJSON and TIFF beside ``stem``."""
-    from napari_sgnet.io.exporters import export_geojson, export_omezarr, export_tiff
+def _export_all(store: object, slide: object, store_path: Path) -> dict[str, Path]:
+    """Export a store as OME-Zarr, GeoJSON and TIFF beside it (the dock's default names)."""
+    from napari_sgnet.app.exports import EXPORTS, default_export_path, run_export
 
-    targets = {
-        "OME-Zarr": (export_omezarr, stem.with_name(stem.name + ".labels.ome.zarr")),
-        "GeoJSON": (export_geojson, stem.with_name(stem.name + ".geojson")),
-        "TIFF": (export_tiff, stem.with_name(stem.name + ".labels.tif")),
+    return {
+        EXPORTS[kind].title: run_export(
+            kind, store, default_export_path(kind, store_path, slide), overwrite=True
+        )
+        for kind in ("ome-zarr", "geojson", "tiff")
     }
-    return {kind: Path(fn(store, path, overwrite=True)) for kind, (fn, path) in targets.items()}
 
 
 def run(args: argparse.Namespace) -> int:
     """Headless demo: predict, export, print where everything is. Returns the exit code."""
+    from napari_sgnet.app.store_paths import store_path_for
     from napari_sgnet.geometry import Box
     from napari_sgnet.inference.engine import run_inference
     from napari_sgnet.inference.models import describe_model
@@ -102,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
         x = max(0, (pyramid.width - side) // 2)
         y = max(0, (pyramid.height - side) // 2)
         region = Box(x, y, min(side, pyramid.width), min(side, pyramid.height))
-    name = slide_path.name if pyramid.source is not None else pyramid.name
-    store_path = out / f"{name}.sgnet.zarr"  # the app's naming (see _napari.session)
+    store_path = store_path_for(pyramid, out)  # the store the app opens for the slide
     what = f"region {region.as_tuple()}" if region else "the whole slide"
     print(f"predicting {what} into {store_path}")
     request = InferenceRequest(slide=pyramid, store=store_path, model=model,
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     store = LabelStore.open(store_path, mode="r")
-    exports = _export_all(store, out / pyramid.name)
+    exports = _export_all(store, pyramid, store_path)
     elapsed = time.perf_counter() - t0
     print(f"\ndone in {elapsed:.1f} s. Results in {out}:")
     print(f"  label store (predictions, confidence, edits): {store_path}")

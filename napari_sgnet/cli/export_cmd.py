@@ -14,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.app.exports import EXPORT_KINDS, export_format, run_export
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_OK
 from napari_sgnet.errors import UserInputError
 
 __all__ = ["FORMATS", "register", "run"]
 
-FORMATS = ("ome-zarr", "geojson", "tiff", "patches")
+#: The ``--format`` choices: the kinds of the export table
+#: (:data:`napari_sgnet.app.exports.EXPORTS`).
+FORMATS = EXPORT_KINDS
 
 
 def register(subparsers: Any) -> None:
@@ -93,40 +96,12 @@ def _progress_bar(label: str, quiet: bool) -> tuple[Callable[[int, int], None], 
 
 
 def _export(args: argparse.Namespace, store: Any, progress: Callable[[int, int], None]) -> Path:
-    out = Path(args.out)
-    if args.format == "ome-zarr":
-        from napari_sgnet.io.exporters import export_omezarr
-
-        return export_omezarr(
-            store, out, ngff=args.ngff, overwrite=args.overwrite, progress=progress
-        )
-    if args.format == "geojson":
-        from napari_sgnet.io.exporters import export_geojson
-
-        return export_geojson(
-            store,
-            out,
-            level=args.level,
-            min_area=args.min_area,
-            skip_background=args.skip_background,
-            split=args.split,
-            overwrite=args.overwrite,
-            progress=progress,
-        )
-    if args.format == "tiff":
-        from napari_sgnet.io.exporters import export_tiff
-
-        return export_tiff(store, out, overwrite=args.overwrite, progress=progress)
-    from napari_sgnet.training.export_patches import export_patches
-
-    return export_patches(
-        store,
-        args.slide,
-        out,
-        patch_size=args.patch_size,
-        masks=args.masks,
-        overwrite=args.overwrite,
-        progress=progress,
+    """Write ``args.format`` through the export table, with the options its row takes."""
+    row = export_format(args.format)
+    options = {name: getattr(args, name) for name in row.options}
+    return run_export(
+        row.kind, store, Path(args.out), slide=args.slide, progress=progress,
+        overwrite=args.overwrite, **options,
     )
 
 

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.app.store_paths import store_path_for
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from napari_sgnet.errors import report_failure
 
-__all__ = ["register", "run", "store_path_for"]
+__all__ = ["register", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,11 @@ def register(subparsers: Any) -> None:
         help="checkpoint folder (model.safetensors + config.json); default: bundled",
     )
     p.add_argument(
-        "--out", required=True, type=Path, help="folder for the label stores (<slide>.sgnet.zarr)"
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for the label stores: <slide name without extensions>.sgnet.zarr, "
+        "the store the app opens for that slide",
     )
     p.add_argument(
         "--region",
@@ -91,15 +96,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the summaries as JSON")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def store_path_for(slide: Path, out: Path) -> Path:
-    """``<out>/<slide name without extensions>.sgnet.zarr``."""
-    name = slide.name.rstrip("/")
-    for suffix in (".zarr", ".ome", ".tiff", ".tif", ".svs", ".ndpi", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return out / f"{name or 'slide'}.sgnet.zarr"
 
 
 def _summary(slide: Path, event: Any) -> dict[str, Any]:

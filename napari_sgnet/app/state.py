@@ -1,0 +1,272 @@
+"""The app state: one evented, Qt-free object per viewer that every dock widget is handed.
+
+:class:`AppState` holds what the widgets share: the current model, the device, the slide
+(and its layer's world transform), where its label store is, the review session, the
+palette, the inference runs (:class:`~napari_sgnet.app.runs.ViewportRuns`) and the
+fine-tuned model on offer. Widgets change it through its methods and observe
+:attr:`AppState.events` (psygnal signals, napari's own event library); no widget finds or
+signals another. :func:`state_for` gives each viewer its own state (kept in a weak
+dictionary, so it goes with the viewer).
+
+State changes are made on the main thread; listeners run synchronously, in the thread that
+made the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal, SignalGroup
+
+from napari_sgnet.app.models import ModelChoice, choose_model
+from napari_sgnet.app.review import ReviewSession
+from napari_sgnet.app.runs import ViewportRuns
+from napari_sgnet.app.store_paths import find_store_path
+from napari_sgnet.errors import UserInputError
+from napari_sgnet.io.labelstore import LabelStore
+from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.palette import GLEASON, Palette
+
+__all__ = ["AppState", "AppStateEvents", "open_review_session", "state_for"]
+
+log = logging.getLogger(__name__)
+
+Transform = tuple[tuple[float, float], tuple[float, float]]
+
+
+class AppStateEvents(SignalGroup):
+    """The events of an :class:`AppState`; each carries the new value."""
+
+    model = Signal(object)
+    """The current model changed (a :class:`~napari_sgnet.app.models.ModelChoice`)."""
+    model_error = Signal(str)
+    """A model could not be chosen (the message names the file); the model is now ``None``."""
+    device = Signal(str)
+    """The device for the next runs changed."""
+    slide = Signal(object)
+    """Another slide (a :class:`~napari_sgnet.io.pyramid.Pyramid`, or ``None``)."""
+    store = Signal(object)
+    """The label store path of the slide changed (a ``Path``, or ``None``)."""
+    session = Signal(object)
+    """The review session changed (a :class:`~napari_sgnet.app.review.ReviewSession`, or
+    ``None``)."""
+    palette = Signal(object)
+    """The class palette changed (a :class:`~napari_sgnet.palette.Palette`)."""
+    offered = Signal(object)
+    """A fine-tuned model is on offer (its checkpoint ``Path``), or no longer (``None``)."""
+
+
+class AppState:
+    """What the napari-sgnet widgets of one viewer share.
+
+    Parameters
+    ----------
+    store_dir : str or Path, optional
+        Folder for label stores (default: see :mod:`napari_sgnet.app.store_paths`).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    """
+
+    def __init__(self, *, store_dir: str | os.PathLike[str] | None = None,
+                 device: str = "auto") -> None:
+        self.events = AppStateEvents()
+        self.runs = ViewportRuns()
+        self._model: ModelChoice | None = None
+        self._model_source: Any = None
+        self._model_error = ""
+        self._device = device
+        self._slide: Pyramid | None = None
+        self._transform: Transform = ((1.0, 1.0), (0.0, 0.0))
+        self._store_dir = Path(store_dir) if store_dir is not None else None
+        self._session: ReviewSession | None = None
+        self._palette: Palette = GLEASON
+        self._user_palette = False
+        self._offered: Path | None = None
+
+    # ------------------------------------------------------------------ model
+    @property
+    def model(self) -> ModelChoice | None:
+        """The model new runs use (``None`` until one is chosen, or after a bad choice)."""
+        return self._model
+
+    @property
+    def model_source(self) -> Any:
+        """What the current model was chosen from (``None``, a path, a predictor)."""
+        return self._model_source
+
+    @property
+    def model_error(self) -> str:
+        """Why the last choice of model failed (``""`` when it did not)."""
+        return self._model_error
+
+    def set_model(self, source: Any = None) -> bool:
+        """Choose the model for new runs: ``None`` (bundled), a checkpoint folder or a predictor.
+
+        Emits ``model`` (and ``palette`` when the palette follows the model), or
+        ``model_error`` when the model cannot be described; returns whether it worked.
+        """
+        try:
+            choice = choose_model(source)
+        except UserInputError as exc:
+            self._model, self._model_source, self._model_error = None, None, str(exc)
+            self.runs.invalidate()
+            self.events.model_error.emit(self._model_error)
+            return False
+        self._model, self._model_source, self._model_error = choice, source, ""
+        self.runs.invalidate()
+        if not self._user_palette:
+            self.set_palette(choice.info.palette, user=False)
+        self.events.model.emit(choice)
+        return True
+
+    # ------------------------------------------------------------------ device
+    @property
+    def device(self) -> str:
+        """Where the next runs go."""
+        return self._device
+
+    def set_device(self, device: str) -> None:
+        """Run on ``device`` from the next run on (emits ``device``)."""
+        self._device = str(device)
+        self.runs.invalidate()
+        self.events.device.emit(self._device)
+
+    # ------------------------------------------------------------------ slide and store
+    @property
+    def slide(self) -> Pyramid | None:
+        """The slide being reviewed."""
+        return self._slide
+
+    @property
+    def slide_transform(self) -> Transform:
+        """World ``(scale, translate)`` of the slide layer's ``(y, x)`` axes."""
+        return self._transform
+
+    def set_slide(self, slide: Pyramid | None, *, scale: tuple[float, float] | None = None,
+                  translate: tuple[float, float] = (0.0, 0.0)) -> None:
+        """Review ``slide`` (shown with ``scale`` / ``translate``); closes the review session.
+
+        Emits ``session`` (``None``, when one was open), ``slide`` and ``store``.
+        """
+        if scale is None:
+            mpp = slide.mpp if slide is not None and slide.mpp is not None else 1.0
+            scale = (mpp, mpp)
+        self._slide = slide
+        self._transform = ((float(scale[0]), float(scale[1])),
+                           (float(translate[0]), float(translate[1])))
+        self.runs.invalidate()
+        if self._session is not None:
+            self._session = None
+            self.events.session.emit(None)
+        self.events.slide.emit(slide)
+        self.events.store.emit(self.store_path)
+
+    @property
+    def store_dir(self) -> Path | None:
+        """The folder for label stores (``None``: the default rule)."""
+        return self._store_dir
+
+    def set_store_dir(self, folder: str | os.PathLike[str] | None) -> None:
+        """Keep label stores in ``folder`` (emits ``store``)."""
+        self._store_dir = Path(folder) if folder is not None else None
+        self.events.store.emit(self.store_path)
+
+    @property
+    def store_path(self) -> Path | None:
+        """The open session's store, else the store the slide's runs go to (may not exist)."""
+        if self._session is not None:
+            return Path(self._session.store.path)
+        if self._slide is None:
+            return None
+        return find_store_path(self._slide, self._store_dir)
+
+    # ------------------------------------------------------------------ session
+    @property
+    def session(self) -> ReviewSession | None:
+        """The review session of the slide's store (``None`` before the store exists)."""
+        return self._session
+
+    def set_session(self, session: ReviewSession | None) -> None:
+        """Review ``session`` (emits ``session`` and ``store``)."""
+        self._session = session
+        self.events.session.emit(session)
+        self.events.store.emit(self.store_path)
+
+    # ------------------------------------------------------------------ palette
+    @property
+    def palette(self) -> Palette:
+        """The class names and colours the layers show."""
+        return self._palette
+
+    @property
+    def user_palette(self) -> bool:
+        """True when the person loaded the palette (a new model then keeps it)."""
+        return self._user_palette
+
+    def set_palette(self, palette: Palette, *, user: bool = True) -> None:
+        """Show ``palette``; ``user=False`` for the model's own (emits ``palette``)."""
+        self._palette, self._user_palette = palette, bool(user)
+        self.events.palette.emit(palette)
+
+    # ------------------------------------------------------------------ fine-tuned model
+    @property
+    def offered(self) -> Path | None:
+        """The fine-tuned model on offer, not in use until :meth:`use_offered`."""
+        return self._offered
+
+    def offer_model(self, checkpoint: str | os.PathLike[str] | None) -> None:
+        """Offer a fine-tuned model to the person (emits ``offered``); nothing is swapped in."""
+        self._offered = Path(checkpoint) if checkpoint is not None else None
+        self.events.offered.emit(self._offered)
+
+    def use_offered(self) -> bool:
+        """Make the offered model the current one (the person asked); False when none."""
+        path = self._offered
+        if path is None or not self.set_model(path):
+            return False
+        self.offer_model(None)
+        return True
+
+
+def open_review_session(slide: Pyramid, path: str | os.PathLike[str], *,
+                        transform: Transform | None = None, check: bool = True) -> ReviewSession:
+    """Open a slide's label store and its review state (slow: call it on a worker thread).
+
+    Parameters
+    ----------
+    slide : Pyramid
+        The slide.
+    path : str or Path
+        Its label store (it must exist).
+    transform : tuple, optional
+        The slide layer's world ``(scale, translate)``.
+    check : bool
+        Verify the store belongs to the slide (reads a window of the slide).
+
+    Raises
+    ------
+    StoreError
+        When the store is missing, invalid or made for another slide.
+    """
+    store = LabelStore.open(Path(path), slide=slide) if check else LabelStore.open(Path(path))
+    scale, translate = transform if transform is not None else (None, (0.0, 0.0))
+    return ReviewSession(slide, store, slide_scale=scale, slide_translate=translate)
+
+
+_STATES: weakref.WeakKeyDictionary[Any, AppState] = weakref.WeakKeyDictionary()
+
+
+def state_for(viewer: Any, **kwargs: Any) -> AppState:
+    """The :class:`AppState` of ``viewer``, created on first use (``kwargs`` then apply).
+
+    Every dock widget of one viewer gets the same state; another viewer gets its own. The
+    state lives as long as the viewer.
+    """
+    state = _STATES.get(viewer)
+    if state is None:
+        state = _STATES[viewer] = AppState(**kwargs)
+    return state
