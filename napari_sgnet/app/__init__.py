@@ -1,5 +1,11 @@
-"""The Qt-free app core: evented state, viewport maths, review session, store paths, exports.
+"""The Qt-free app core, shared by the dock widgets, the CLI and the tests.
 
-Everything the dock widgets do is a call into this package, which the CLI and the tests
-call too. Nothing here imports napari or Qt.
+- :mod:`~napari_sgnet.app.state`: the evented per-viewer :class:`AppState` the widgets are handed;
+- :mod:`~napari_sgnet.app.runs`: the app's newest-wins inference runs (around ``InferenceSession``);
+- :mod:`~napari_sgnet.app.store_paths`: the one rule for where a slide's label store is;
+- :mod:`~napari_sgnet.app.exports`: the one export table;
+- :mod:`~napari_sgnet.app.viewport`, :mod:`~napari_sgnet.app.review`,
+  :mod:`~napari_sgnet.app.models`: viewport maths, the review session, the model choice.
+
+Nothing here imports napari or Qt (an import-linter contract).
 """
