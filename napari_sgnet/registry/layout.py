@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from napari_sgnet.errors import UserInputError
@@ -55,6 +56,8 @@ BUNDLED_DIR = Path(__file__).resolve().parents[1] / "weights"
 STAGING_PREFIX = ".staging-"
 _FT_SUFFIX = re.compile(r"(-ft-\d{8}-\d{6}(-\d+)?)+$")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: ``name`` and ``name-2`` .. ``name-999``: how many folders one model name may take.
+_MAX_NAMES = 1000
 
 
 class CheckpointError(UserInputError):
@@ -152,11 +155,10 @@ def available_name(models_dir: str | os.PathLike[str], name: str) -> str:
         When a thousand names are taken.
     """
     parent = Path(models_dir)
-    for n in range(1, 1000):
-        candidate = name if n == 1 else f"{name}-{n}"
+    for candidate in _numbered(name):
         if not (parent / candidate).exists():
             return candidate
-    raise FileExistsError(f"{parent}: too many models named {name!r}")
+    raise _too_many(parent, name)
 
 
 def staging_dir(models_dir: str | os.PathLike[str]) -> Path:
@@ -184,8 +186,8 @@ def publish(staging: str | os.PathLike[str], models_dir: str | os.PathLike[str],
         When a thousand names are taken.
     """
     parent = Path(models_dir)
-    for n in range(1, 1000):
-        target = parent / (name if n == 1 else f"{name}-{n}")
+    for candidate in _numbered(name):
+        target = parent / candidate
         if target.exists():
             continue
         try:
@@ -195,4 +197,15 @@ def publish(staging: str | os.PathLike[str], models_dir: str | os.PathLike[str],
                 continue
             raise
         return target
-    raise FileExistsError(f"{parent}: too many models named {name!r}")
+    raise _too_many(parent, name)
+
+
+def _numbered(name: str) -> Iterator[str]:
+    """``name``, ``name-2``, ``name-3``, ... up to ``name-999``: the names a model may take."""
+    yield name
+    for n in range(2, _MAX_NAMES):
+        yield f"{name}-{n}"
+
+
+def _too_many(parent: Path, name: str) -> FileExistsError:
+    return FileExistsError(f"{parent}: too many models named {name!r}")
