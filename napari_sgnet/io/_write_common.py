@@ -6,10 +6,11 @@ pixels into zarr arrays and puts the attributes on the groups.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,14 @@ __all__ = [
     "Progress",
     "array_options",
     "as_levels",
+    "atomic_output",
     "check_levels",
-    "claim_path",
+    "check_target",
     "commit_path",
     "is_zarr_group",
+    "ome_physical_size",
     "remove_path",
+    "tiff_resolution",
     "write_labels",
     "write_multiscale",
     "zarr_format",
@@ -79,8 +83,8 @@ def check_levels(levels: Sequence[da.Array]) -> None:
             raise ValueError(f"level {i} is larger than level {i - 1}; levels go largest first")
 
 
-def claim_path(path: Path, overwrite: bool, is_zarr: bool) -> Path:
-    """Check ``path`` may be (re)written; return the sibling partial path to write to."""
+def check_target(path: Path, overwrite: bool, is_zarr: bool) -> None:
+    """Check ``path`` may be (re)written (write it through :func:`atomic_output`)."""
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise StoreError(
@@ -92,13 +96,28 @@ def claim_path(path: Path, overwrite: bool, is_zarr: bool) -> Path:
             raise StoreError(path, "is a directory; refusing to replace it with a file")
     if not path.parent.is_dir():
         raise StoreError(path, f"parent folder {path.parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield the emptied sibling ``.<name>.partial`` to write ``path`` into.
+
+    When the block succeeds the partial replaces ``path``; when it fails (or is
+    interrupted) the partial is removed and ``path`` is left as it was.
+    """
     partial = path.with_name(f".{path.name}.partial")
     remove_path(partial)
-    return partial
+    try:
+        yield partial
+        commit_path(partial, path)
+    except BaseException:
+        remove_path(partial)
+        raise
 
 
 def is_zarr_group(path: Path) -> bool:
-    return (path / "zarr.json").is_file() or (path / ".zgroup").is_file()
+    """True when ``path`` is a zarr (v2 or v3) group folder."""
+    return any((path / name).is_file() for name in ("zarr.json", ".zgroup"))
 
 
 def remove_path(path: Path) -> None:
@@ -112,6 +131,23 @@ def commit_path(partial: Path, path: Path) -> None:
     if path.exists() or path.is_symlink():
         remove_path(path)
     os.replace(partial, path)
+
+
+# --------------------------------------------------------------------------- OME-TIFF
+def ome_physical_size(mpp: float) -> dict[str, Any]:
+    """The OME-XML physical pixel size entries (tifffile ``metadata``) of ``mpp`` µm/px."""
+    return {
+        "PhysicalSizeX": mpp,
+        "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": mpp,
+        "PhysicalSizeYUnit": "µm",
+    }
+
+
+def tiff_resolution(mpp: float) -> dict[str, Any]:
+    """tifffile ``write`` options recording ``mpp`` µm/px as the TIFF resolution (px/cm)."""
+    px_per_cm = 1e4 / mpp
+    return {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
 
 
 # --------------------------------------------------------------------------- NGFF zarr groups
@@ -256,9 +292,7 @@ def write_labels(
         image_label = ImageLabel.from_palette(palette, source_image=source)
     else:
         image_label = ImageLabel(source_image=source)
-    partial = target.with_name(f".{name}.partial")
-    remove_path(partial)
-    try:
+    with atomic_output(target) as partial:
         write_multiscale(
             partial,
             levels,
@@ -270,10 +304,6 @@ def write_labels(
             name=name,
             image_label=image_label,
         )
-        commit_path(partial, target)
-    except BaseException:
-        remove_path(partial)
-        raise
     names = [n for n in parse_labels(labels_group.attrs.asdict()) if n != name] + [name]
     labels_group.attrs.update(labels_attributes(names, version))
     log.info("wrote labels %s", target)

@@ -22,10 +22,11 @@ import numpy as np
 from napari_sgnet.io._write_common import (
     Progress,
     as_levels,
+    atomic_output,
     check_levels,
-    claim_path,
-    commit_path,
-    remove_path,
+    check_target,
+    ome_physical_size,
+    tiff_resolution,
     write_labels,
     write_multiscale,
 )
@@ -134,22 +135,17 @@ def write_ome_tiff(
     elif codec in ("zlib", "zstd"):
         args["compressionargs"] = {"level": 6}
         args["predictor"] = first.dtype.kind in "ui"
-    partial = claim_path(path, overwrite, is_zarr=False)
+    check_target(path, overwrite, is_zarr=False)
     metadata: dict[str, Any] = {
         "axes": "YXS" if first.ndim == 3 else "YX",
         "Name": name or default_name,
     }
     if mpp:
-        metadata.update(
-            PhysicalSizeX=mpp, PhysicalSizeXUnit="µm", PhysicalSizeY=mpp, PhysicalSizeYUnit="µm"
-        )
-    try:
+        metadata.update(ome_physical_size(mpp))
+    with atomic_output(path) as partial:
         with tifffile.TiffWriter(partial, bigtiff=True, ome=True) as tif:
             for i, (level, ds) in enumerate(zip(levels, downsamples, strict=True)):
-                extra: dict[str, Any] = {}
-                if mpp:
-                    px_per_cm = 1e4 / (mpp * ds)
-                    extra.update(resolution=(px_per_cm, px_per_cm), resolutionunit="CENTIMETER")
+                extra: dict[str, Any] = tiff_resolution(mpp * ds) if mpp else {}
                 if i == 0:
                     extra.update(subifds=len(levels) - 1, metadata=metadata)
                 else:
@@ -161,10 +157,6 @@ def write_ome_tiff(
                     **args,
                     **extra,
                 )
-        commit_path(partial, path)
-    except BaseException:
-        remove_path(partial)
-        raise
     log.info("wrote %s (%d levels)", path, len(levels))
     return path
 
@@ -229,8 +221,8 @@ def write_ome_zarr(
     check_levels(levels)
     root = Path(path)
     if not labels:
-        partial = claim_path(root, overwrite, is_zarr=True)
-        try:
+        check_target(root, overwrite, is_zarr=True)
+        with atomic_output(root) as partial:
             write_multiscale(
                 partial,
                 levels,
@@ -241,10 +233,6 @@ def write_ome_zarr(
                 progress=progress,
                 name=name or default_name,
             )
-            commit_path(partial, root)
-        except BaseException:
-            remove_path(partial)
-            raise
         return root
     if levels[0].ndim != 2 or levels[0].dtype.kind not in "ui":
         raise ValueError(

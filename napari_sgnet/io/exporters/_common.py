@@ -19,7 +19,7 @@ from typing import Literal
 from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
 
-__all__ = ["Progress", "is_zarr_group", "iter_blocks", "report", "staged_output"]
+__all__ = ["Progress", "iter_blocks", "report", "staged_output"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def iter_blocks(height: int, width: int, block: int) -> list[Box]:
         for y in range(0, height, block)
         for x in range(0, width, block)
     ]
-
-
-def is_zarr_group(path: Path) -> bool:
-    """True when ``path`` is a zarr (v2 or v3) group folder."""
-    return any((path / name).is_file() for name in ("zarr.json", ".zgroup"))
 
 
 def _check_target(

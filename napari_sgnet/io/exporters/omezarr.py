@@ -18,14 +18,8 @@ from typing import Any, Literal
 import zarr
 
 from napari_sgnet.errors import StoreError
-from napari_sgnet.io._write_common import array_options, zarr_format
-from napari_sgnet.io.exporters._common import (
-    Progress,
-    is_zarr_group,
-    iter_blocks,
-    report,
-    staged_output,
-)
+from napari_sgnet.io._write_common import array_options, is_zarr_group, zarr_format
+from napari_sgnet.io.exporters._common import Progress, iter_blocks, report, staged_output
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.ngff import (

@@ -23,6 +23,7 @@ import tifffile
 
 from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
+from napari_sgnet.io._write_common import ome_physical_size, tiff_resolution
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
 from napari_sgnet.palette import Palette, PaletteError
@@ -59,9 +60,7 @@ def _tiles(source: LabelSource, level: int, tile: int, on_row: Any) -> Iterator[
 
 def _resolution(source: LabelSource, level: int) -> dict[str, Any]:
     mpp = source.level_mpp(level)
-    if mpp is None:
-        return {}
-    return {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    return {} if mpp is None else tiff_resolution(mpp)
 
 
 def export_tiff(
@@ -123,9 +122,7 @@ def export_tiff(
         },
     }
     if mpp is not None:
-        metadata.update(
-            PhysicalSizeX=mpp, PhysicalSizeXUnit="µm", PhysicalSizeY=mpp, PhysicalSizeYUnit="µm"
-        )
+        metadata.update(ome_physical_size(mpp))
     common = {
         "dtype": np.uint8,
         "tile": (tile, tile),
