@@ -2,6 +2,13 @@
 
 Label id 0 means "no label" (transparent, ignored in training); model class ``k``
 is label id ``k + 1``.
+
+**Glass is label 0.** Pixels the tissue mask calls glass (see
+:mod:`napari_sgnet.inference.tissue`) are written as 0, "no label", never as a class:
+transparent in the overlay, no polygon in GeoJSON, 0 in TIFF and OME-Zarr. So label 0
+means "glass, or not predicted yet" (the store's done-map tells which tiles were run);
+every palette description (:meth:`Palette.to_dict`, saved in stores, exports and
+checkpoints) says so under ``"label_0"``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,23 @@ from typing import Any
 
 from napari_sgnet.errors import UserInputError
 
-__all__ = ["GLEASON", "ClassInfo", "Palette", "PaletteError", "load_palette"]
+__all__ = [
+    "GLASS_LABEL",
+    "GLEASON",
+    "NO_LABEL",
+    "NO_LABEL_MEANING",
+    "ClassInfo",
+    "Palette",
+    "PaletteError",
+    "load_palette",
+]
+
+#: The label id of "no label".
+NO_LABEL = 0
+#: The label id glass pixels get: "no label" (no palette has a glass class).
+GLASS_LABEL = NO_LABEL
+#: What label 0 means, recorded with every palette description.
+NO_LABEL_MEANING = "no label: glass (no tissue) or not predicted; transparent"
 
 
 class PaletteError(UserInputError):
@@ -93,15 +116,17 @@ class Palette:
         return colors
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable description."""
+        """JSON-serialisable description; ``"label_0"`` says what label 0 means."""
         return {
             "name": self.name,
             "classes": [{"name": c.name, "color": list(c.color)} for c in self.classes],
+            "label_0": NO_LABEL_MEANING,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Palette:
-        """Inverse of :meth:`to_dict`; raises :class:`PaletteError` on malformed input."""
+        """Inverse of :meth:`to_dict` (``"label_0"`` is informative and not read); raises
+        :class:`PaletteError` on malformed input."""
         try:
             classes = tuple(
                 ClassInfo(str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
@@ -118,6 +143,11 @@ class Palette:
         return self.names == other.names
 
 
+#: The Gleason classes. Class 0 keeps the name "Stroma/background" that the bundled models
+#: were trained with (their training data, the synthetic slides, label glass and stroma 1, and
+#: the name is saved in each checkpoint's palette and checked against stores and fine-tuning
+#: data), so a model may still call a missed bit of glass that; glass found by the tissue
+#: mask is label 0, never this class.
 GLEASON = Palette(
     "gleason",
     (

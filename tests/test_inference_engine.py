@@ -110,10 +110,14 @@ def test_glass_tiles_are_skipped_and_labelled(tmp_path):
     s = LabelStore.open(tmp_path / "s.zarr")
     done = s.done_map()
     assert done[0, 0] == DONE_GLASS and done[4, 4] == DONE_PREDICTED
-    assert (s.read_labels(s.tile_box((0, 0))) == 1).all()
-    assert (s.read_confidence(s.tile_box((0, 0))) == 255).all()
-    predict_slide(slide, tmp_path / "zero.zarr", model, glass_label=None)
-    assert (LabelStore.open(tmp_path / "zero.zarr").read_labels(Box(0, 0, 64, 64)) == 0).all()
+    # glass is "no label" (0, confidence 0) by default ...
+    assert (s.read_labels(s.tile_box((0, 0))) == 0).all()
+    assert (s.read_confidence(s.tile_box((0, 0))) == 0).all()
+    # ... or an explicit label with full confidence when asked for
+    predict_slide(slide, tmp_path / "one.zarr", model, glass_label=1)
+    one = LabelStore.open(tmp_path / "one.zarr")
+    assert (one.read_labels(Box(0, 0, 64, 64)) == 1).all()
+    assert (one.read_confidence(Box(0, 0, 64, 64)) == 255).all()
 
 
 def test_centre_first_order(slide):

@@ -95,7 +95,7 @@ def _run_block(
         torch.set_num_threads(int(opts["torch_threads"]))
     predictor = get_predictor(spec, _worker_device(opts["device"]), opts["precision"])
     store = LabelStore.open(store_path)
-    sink = StoreSink(store, plan, glass_label=opts["glass_label"])
+    sink = StoreSink(store, plan, glass_label=opts["glass_label"], tissue=opts.get("tissue"))
     for _ in run_tiles(
         slide,
         plan,
@@ -180,6 +180,7 @@ class DistributedExecutor:
             "prefetch": request.prefetch,
             "readers": request.readers,
             "glass_label": request.glass_label,
+            "tissue": run.tissue,
             "torch_threads": max(1, (os.cpu_count() or 1) // n) if owned else None,
         }
         self.futures = [

@@ -46,7 +46,9 @@ class LocalExecutor:
         """Open the store sink and load the model."""
         request = run.request
         self.run = run
-        self.sink = StoreSink(run.store, run.plan, glass_label=request.glass_label)
+        self.sink = StoreSink(
+            run.store, run.plan, glass_label=request.glass_label, tissue=run.tissue
+        )
         self.predictor = get_predictor(run.spec, request.device, request.precision)
 
     def steps(self, cancel: threading.Event | None) -> Generator[Step, None, None]:

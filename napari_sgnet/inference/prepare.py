@@ -16,7 +16,7 @@ from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
 from napari_sgnet.inference.request import InferenceRequest
-from napari_sgnet.inference.tissue import tissue_mask
+from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
 from napari_sgnet.io.pyramid import Pyramid
@@ -59,6 +59,8 @@ class PreparedRun:
     n_cached: int
     tissue_fraction: float | None
     request_number: int
+    #: The slide's tissue mask (``None`` without glass detection): sinks keep glass unlabelled.
+    tissue: TissueMask | None = None
 
     def summary_record(self) -> dict[str, Any]:
         """Fields recorded in the store for this request."""
@@ -159,7 +161,7 @@ def prepare(request: InferenceRequest) -> PreparedRun:
             continue
         work.append((idx, glass))
     fraction = n_tissue / len(plan.tiles) if mask is not None and plan.tiles else None
-    run = PreparedRun(request, pyramid, spec, plan, store, work, n_cached, fraction, 0)
+    run = PreparedRun(request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask)
     run.request_number = store.record_request(run.summary_record())
     log.info(
         "%s: %d tiles at level %d (%d done before, %d to do)",

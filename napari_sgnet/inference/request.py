@@ -63,10 +63,12 @@ class InferenceRequest:
     skip_glass : bool
         Detect tissue on a low-resolution level and do not run the model on glass.
     tissue_threshold : float, optional
-        Saturation threshold (0-1) for tissue; ``None`` uses Otsu (clamped).
+        Saturation threshold (0-1) for tissue; ``None`` uses the glass's own saturation
+        plus a margin (see :mod:`napari_sgnet.inference.tissue`).
     glass_label : int or None
-        Label written into glass tiles (1 = the Gleason palette's Stroma/background);
-        ``None`` writes 0 ("no label").
+        ``None`` (default): glass (glass tiles, and the tissue mask's glass pixels of
+        predicted tiles) gets label 0, "no label", confidence 0. An int writes that label
+        with confidence 255 instead (for a palette with an explicit background class).
     resume : bool
         Skip tiles the store's done-map marks as finished by the same model. When
         the store holds another model's predictions, ``True`` re-predicts everything
@@ -97,7 +99,7 @@ class InferenceRequest:
     precision: str = "auto"
     skip_glass: bool = True
     tissue_threshold: float | None = None
-    glass_label: int | None = 1
+    glass_label: int | None = None
     resume: bool = True
     overwrite: bool = False
     order: str = "raster"

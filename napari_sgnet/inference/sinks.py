@@ -2,8 +2,16 @@
 
 Every sink takes :data:`~napari_sgnet.inference.loop.TileOutput` batches from
 :func:`~napari_sgnet.inference.loop.run_tiles` and keeps only each tile's valid part (the
-tile box, cut to the level edge). Glass tiles (no prediction) become the glass label with
-full confidence, or 0 with confidence 0 when the glass label is ``None``.
+tile box, cut to the level edge).
+
+**Glass.** Glass never carries a grade. Glass tiles (no prediction) and, when a sink is
+given the slide's :class:`~napari_sgnet.inference.tissue.TissueMask`, the glass pixels of
+predicted tiles (the mask mapped to the plan's level, see
+:meth:`~napari_sgnet.inference.tissue.TissueMask.glass`) get label 0 ("no label",
+transparent) with confidence 0: the project's convention (:data:`napari_sgnet.palette.GLASS_LABEL`).
+A glass label other than ``None`` writes that label with confidence 255 instead (for a
+palette with an explicit background class). Edited pixels are kept by the store whatever
+is written.
 
 - :class:`StoreSink` writes level 0 (and confidence) of a
   :class:`~napari_sgnet.io.labelstore.LabelStore` chunk-aligned and remembers the tiles;
@@ -24,6 +32,7 @@ import numpy as np
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference.loop import TileOutput
 from napari_sgnet.inference.plan import TileIndex, TilePlan
+from napari_sgnet.inference.tissue import TissueMask
 from napari_sgnet.io.labelstore import DONE_GLASS, DONE_PREDICTED, LabelStore
 from napari_sgnet.metrics import ConfusionMatrix, SeamCounts, seam_counts
 
@@ -34,7 +43,10 @@ Written = tuple[TileIndex, int]
 
 
 def tile_arrays(
-    plan: TilePlan, item: TileOutput, glass_label: int | None
+    plan: TilePlan,
+    item: TileOutput,
+    glass_label: int | None,
+    tissue: TissueMask | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The valid ``(labels, confidence)`` of one output, cut to its tile box.
 
@@ -45,7 +57,10 @@ def tile_arrays(
     item : ((ty, tx), labels, confidence)
         One loop output; ``labels``/``confidence`` ``None`` for glass.
     glass_label : int or None
-        Label of glass tiles (confidence 255); ``None`` gives 0 (confidence 0).
+        Label of glass (confidence 255); ``None`` gives 0, "no label" (confidence 0).
+    tissue : TissueMask, optional
+        The slide's tissue mask: the glass pixels of a predicted tile get the glass label
+        too. ``None`` keeps every predicted pixel.
 
     Returns
     -------
@@ -54,13 +69,19 @@ def tile_arrays(
     """
     index, labels, conf = item
     box = plan.tile_box(index)
+    value, c = (0, 0) if glass_label is None else (glass_label, 255)
     if labels is None or conf is None:
-        value, c = (0, 0) if glass_label is None else (glass_label, 255)
         return (
             np.full((box.h, box.w), value, dtype=np.uint8),
             np.full((box.h, box.w), c, dtype=np.uint8),
         )
-    return labels[: box.h, : box.w], conf[: box.h, : box.w]
+    labels, conf = labels[: box.h, : box.w], conf[: box.h, : box.w]
+    if tissue is not None:
+        glass = tissue.glass(box, plan.downsample)
+        if glass.any():
+            labels = np.where(glass, np.uint8(value), labels)
+            conf = np.where(glass, np.uint8(c), conf)
+    return labels, conf
 
 
 def commit_tiles(store: LabelStore, plan: TilePlan, written: Sequence[Written]) -> list[Box]:
@@ -101,7 +122,9 @@ class StoreSink:
     plan : TilePlan
         The tiling plan.
     glass_label : int or None
-        Label written into glass tiles (confidence 255); ``None`` writes 0 (confidence 0).
+        Label written on glass (confidence 255); ``None`` writes 0, "no label" (confidence 0).
+    tissue : TissueMask, optional
+        The slide's tissue mask; its glass pixels in predicted tiles get the glass label.
 
     Raises
     ------
@@ -109,7 +132,14 @@ class StoreSink:
         If the store's grid differs from the plan's.
     """
 
-    def __init__(self, store: LabelStore, plan: TilePlan, *, glass_label: int | None) -> None:
+    def __init__(
+        self,
+        store: LabelStore,
+        plan: TilePlan,
+        *,
+        glass_label: int | None,
+        tissue: TissueMask | None = None,
+    ) -> None:
         if store.tile != plan.tile or (store.height, store.width) != (plan.height, plan.width):
             raise ValueError(
                 f"{store.path}: store grid (tile {store.tile}, {store.width} x {store.height}) "
@@ -118,6 +148,7 @@ class StoreSink:
         self.store = store
         self.plan = plan
         self.glass_label = glass_label
+        self.tissue = tissue
         self.pending: list[Written] = []
 
     def write_batch(self, items: Sequence[TileOutput]) -> None:
@@ -138,7 +169,7 @@ class StoreSink:
 
     def _write_run(self, run: list[TileOutput]) -> None:
         boxes = [self.plan.tile_box(item[0]) for item in run]
-        arrays = [tile_arrays(self.plan, item, self.glass_label) for item in run]
+        arrays = [tile_arrays(self.plan, item, self.glass_label, self.tissue) for item in run]
         box = Box.from_bounds(boxes[0].x, boxes[0].y, boxes[-1].x1, boxes[-1].y1)
         self.store.write_tile(
             box,
@@ -167,7 +198,9 @@ class ArraySink:
     plan : TilePlan
         The tiling; the arrays are ``(plan.height, plan.width)``.
     glass_label : int or None
-        Label of glass tiles (see :func:`tile_arrays`).
+        Label of glass (see :func:`tile_arrays`).
+    tissue : TissueMask, optional
+        The slide's tissue mask (see :func:`tile_arrays`).
     confidence : bool
         Also keep the confidences (in :attr:`confidence`).
 
@@ -180,10 +213,16 @@ class ArraySink:
     """
 
     def __init__(
-        self, plan: TilePlan, *, glass_label: int | None = None, confidence: bool = False
+        self,
+        plan: TilePlan,
+        *,
+        glass_label: int | None = None,
+        tissue: TissueMask | None = None,
+        confidence: bool = False,
     ) -> None:
         self.plan = plan
         self.glass_label = glass_label
+        self.tissue = tissue
         self.labels = np.zeros((plan.height, plan.width), dtype=np.uint8)
         self.confidence = np.zeros_like(self.labels) if confidence else None
 
@@ -191,7 +230,7 @@ class ArraySink:
         """Copy each tile's valid part into the arrays."""
         for item in items:
             box = self.plan.tile_box(item[0])
-            labels, conf = tile_arrays(self.plan, item, self.glass_label)
+            labels, conf = tile_arrays(self.plan, item, self.glass_label, self.tissue)
             self.labels[box.slices()] = labels
             if self.confidence is not None:
                 self.confidence[box.slices()] = conf
