@@ -7,8 +7,8 @@ is label id ``k + 1``.
 :mod:`napari_sgnet.inference.tissue`) are written as 0, "no label", never as a class:
 transparent in the overlay, no polygon in GeoJSON, 0 in TIFF and OME-Zarr. So label 0
 means "glass, or not predicted yet" (the store's done-map tells which tiles were run);
-every palette description (:meth:`Palette.to_dict`, saved in stores, exports and
-checkpoints) says so under ``"label_0"``.
+:data:`NO_LABEL_MEANING` says so in the exports (the OME-Zarr ``image-label`` property of
+value 0, the TIFF's label map, the GeoJSON's ``napari_sgnet`` record).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = [
 NO_LABEL = 0
 #: The label id glass pixels get: "no label" (no palette has a glass class).
 GLASS_LABEL = NO_LABEL
-#: What label 0 means, recorded with every palette description.
+#: What label 0 means, written beside the palette in stores and exports.
 NO_LABEL_MEANING = "no label: glass (no tissue) or not predicted; transparent"
 
 
@@ -116,17 +116,16 @@ class Palette:
         return colors
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable description; ``"label_0"`` says what label 0 means."""
+        """JSON-serialisable description (part of a checkpoint's architecture hash: keep it
+        to the classes; what label 0 means is :data:`NO_LABEL_MEANING`)."""
         return {
             "name": self.name,
             "classes": [{"name": c.name, "color": list(c.color)} for c in self.classes],
-            "label_0": NO_LABEL_MEANING,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Palette:
-        """Inverse of :meth:`to_dict` (``"label_0"`` is informative and not read); raises
-        :class:`PaletteError` on malformed input."""
+        """Inverse of :meth:`to_dict`; raises :class:`PaletteError` on malformed input."""
         try:
             classes = tuple(
                 ClassInfo(str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]

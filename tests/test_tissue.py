@@ -31,7 +31,7 @@ from napari_sgnet.inference.tissue import (
 from napari_sgnet.io.exporters import export_geojson, export_omezarr, export_tiff
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.palette import GLASS_LABEL, GLEASON, NO_LABEL_MEANING, Palette
+from napari_sgnet.palette import GLASS_LABEL, NO_LABEL_MEANING
 
 CMU = Path(__file__).resolve().parents[1] / "napari_sgnet/sample_data/CMU-1-Small-Region.svs"
 
@@ -272,7 +272,7 @@ def test_geojson_has_no_polygon_over_glass(predicted, tmp_path):
     # and the grade covers the tissue (the disc without the hole) but for its 8-µm edges
     tissue = Point(*CENTRE).buffer(RADIUS - 8).difference(Point(*BIG_HOLE[0]).buffer(58))
     assert grade.intersection(tissue).area > 0.99 * tissue.area
-    assert json.loads(out.read_text())["napari_sgnet"]["palette"]["label_0"] == NO_LABEL_MEANING
+    assert json.loads(out.read_text())["napari_sgnet"]["label_0"] == NO_LABEL_MEANING
 
 
 def test_tiff_and_omezarr_say_label_0_is_glass(predicted, tmp_path):
@@ -286,6 +286,7 @@ def test_tiff_and_omezarr_say_label_0_is_glass(predicted, tmp_path):
     text = "".join(p.read_text() for p in Path(zarr_out).rglob("*.json"))
     text += "".join(p.read_text() for p in Path(zarr_out).rglob(".z*"))
     assert '"no label"' in text and NO_LABEL_MEANING in text
-    # the store and every palette description say what label 0 means
-    assert store.palette.to_dict()["label_0"] == NO_LABEL_MEANING
-    assert Palette.from_dict(GLEASON.to_dict()) == GLEASON
+    # the store says it too, in its image-label properties
+    store_attrs = json.loads((store.path / "zarr.json").read_text())
+    label0 = store_attrs["attributes"]["ome"]["image-label"]["properties"][0]
+    assert label0 == {"label-value": 0, "class": "no label", "description": NO_LABEL_MEANING}

@@ -31,7 +31,7 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.io.exporters._common import Progress, iter_blocks, report, staged_output
 from napari_sgnet.io.exporters.polygons import BoundaryTracer, Polygon, polygon_area2
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
-from napari_sgnet.palette import Palette
+from napari_sgnet.palette import NO_LABEL_MEANING, Palette
 
 __all__ = ["DEFAULT_MAX_PIXELS", "choose_level", "export_geojson", "label_features"]
 
@@ -209,6 +209,7 @@ def export_geojson(
         "mpp": source.mpp,
         "coordinates": "slide level-0 pixels",
         "palette": source.palette.to_dict(),
+        "label_0": NO_LABEL_MEANING,  # glass and unpredicted pixels: never a polygon
         "provenance": source.provenance,
     }
     features = label_features(

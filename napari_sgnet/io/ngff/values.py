@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from napari_sgnet.palette import ClassInfo, Palette, PaletteError
+from napari_sgnet.palette import NO_LABEL_MEANING, ClassInfo, Palette, PaletteError
 
 __all__ = [
     "CLASS_KEY",
@@ -171,7 +171,9 @@ class ImageLabel:
     def from_palette(cls, palette: Palette, source_image: str | None = None) -> ImageLabel:
         """Colours and class names of ``palette``, with label 0 as transparent "no label"."""
         colors: list[tuple[int, RGBA]] = [(0, (0, 0, 0, 0))]
-        properties: list[Mapping[str, Any]] = [{"label-value": 0, CLASS_KEY: NO_LABEL}]
+        properties: list[Mapping[str, Any]] = [
+            {"label-value": 0, CLASS_KEY: NO_LABEL, "description": NO_LABEL_MEANING}
+        ]
         for i, cls_info in enumerate(palette.classes, start=1):
             r, g, b = (int(v) for v in cls_info.color)
             colors.append((i, (r, g, b, 255)))
