@@ -17,13 +17,97 @@ from typing import Any
 from napari_sgnet.errors import UserInputError
 from napari_sgnet.palette import GLEASON, Palette
 
-__all__ = ["CONFIG_VERSION", "ConfigError", "ModelConfig"]
+__all__ = ["CONFIG_VERSION", "ConfigError", "ModelConfig", "OODReference"]
 
 CONFIG_VERSION = 1
 
 
 class ConfigError(UserInputError):
     """A configuration file or value is invalid."""
+
+
+def _floats(values: Any, name: str, size: int | None = None) -> tuple[float, ...]:
+    out = tuple(float(v) for v in values)
+    if size is not None and len(out) != size:
+        raise ConfigError(f"ood.{name} needs {size} values, got {len(out)}")
+    return out
+
+
+@dataclass(frozen=True)
+class OODReference:
+    """Statistics of a model's training tiles, for the out-of-distribution check.
+
+    Computed at the end of training (or added later by ``napari-sgnet calibrate-ood``)
+    and judged by :mod:`napari_sgnet.inference.ood`. Two descriptors per tile: the mean
+    and standard deviation of the optical density of its tissue pixels per RGB channel
+    (6 values; full covariance), and the spatial mean of the model's decoder features
+    (one value per channel; diagonal). Thresholds are calibrated on held-out tiles.
+
+    Parameters
+    ----------
+    colour_mean : tuple of float
+        Mean colour descriptor over the training tiles (6 values).
+    colour_cov : tuple of tuple of float
+        Its 6 x 6 covariance (shrunk towards the diagonal).
+    feature_mean, feature_std : tuple of float or None
+        Per-channel mean and standard deviation of the pooled decoder features.
+    colour_threshold, feature_threshold : float or None
+        Tile distances above these are unusual (see ``calibration`` for the rule).
+    n_tiles : int
+        Training tiles the statistics were computed on.
+    weights : str
+        First 12 hex digits of the weights digest the feature statistics belong to.
+    method : str
+        Name of the descriptor and distance definition.
+    calibration : dict
+        How the thresholds were found: held-out sources and seeds, rule, distances.
+    """
+
+    colour_mean: tuple[float, ...]
+    colour_cov: tuple[tuple[float, ...], ...]
+    feature_mean: tuple[float, ...] | None = None
+    feature_std: tuple[float, ...] | None = None
+    colour_threshold: float | None = None
+    feature_threshold: float | None = None
+    n_tiles: int = 0
+    weights: str = ""
+    method: str = "od-mean-std/pooled-decoder/v1"
+    calibration: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        k = len(self.colour_mean)
+        if k == 0 or len(self.colour_cov) != k or any(len(r) != k for r in self.colour_cov):
+            raise ConfigError(f"ood.colour_cov must be {k} x {k}")
+        if (self.feature_mean is None) != (self.feature_std is None) or (
+            self.feature_mean is not None
+            and self.feature_std is not None
+            and (len(self.feature_mean) != len(self.feature_std) or min(self.feature_std) <= 0)
+        ):
+            raise ConfigError("ood.feature_mean/feature_std must match, with std > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description."""
+        out = dataclasses.asdict(self)
+        out["colour_cov"] = [list(r) for r in self.colour_cov]
+        for key in ("colour_mean", "feature_mean", "feature_std"):
+            out[key] = None if out[key] is None else list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OODReference:
+        """Inverse of :meth:`to_dict`; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"ood must be a JSON object, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown ood keys: {sorted(unknown)}")
+        kw = dict(data)
+        kw["colour_mean"] = _floats(kw.get("colour_mean", ()), "colour_mean")
+        kw["colour_cov"] = tuple(_floats(r, "colour_cov") for r in kw.get("colour_cov", ()))
+        for key in ("feature_mean", "feature_std"):
+            if kw.get(key) is not None:
+                kw[key] = _floats(kw[key], key)
+        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -56,6 +140,9 @@ class ModelConfig:
         Provenance: data description, seeds, steps, device, time, parent model.
     metrics : dict
         Held-out metrics measured after training.
+    ood : OODReference or None
+        Training-data statistics for the out-of-distribution check (``None``: the check
+        cannot judge this model). Not part of the architecture hash.
     """
 
     general_branch: str = "deeplabv3plus_small"
@@ -74,6 +161,7 @@ class ModelConfig:
     version: int = CONFIG_VERSION
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    ood: OODReference | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if self.patch_size <= 0 or self.patch_size % 32:
@@ -111,7 +199,7 @@ class ModelConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Palette):
+            if isinstance(value, (Palette, OODReference)):
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
@@ -136,6 +224,8 @@ class ModelConfig:
         try:
             if "palette" in kwargs:
                 kwargs["palette"] = Palette.from_dict(kwargs["palette"])
+            if kwargs.get("ood") is not None:
+                kwargs["ood"] = OODReference.from_dict(kwargs["ood"])
             for key in ("mean", "std"):
                 if key in kwargs:
                     kwargs[key] = tuple(float(v) for v in kwargs[key])
@@ -169,6 +259,6 @@ class ModelConfig:
     def architecture_hash(self) -> str:
         """Short hash of the fields that define the network's shape and input contract."""
         arch = self.to_dict()
-        for key in ("training", "metrics", "name"):
+        for key in ("training", "metrics", "name", "ood"):
             arch.pop(key, None)
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]

@@ -35,9 +35,11 @@ from napari_sgnet._qt.exports import ExportActions
 from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
+from napari_sgnet._qt.workers import function_worker, start_worker
 from napari_sgnet.app.exports import EXPORTS
 from napari_sgnet.app.models import ModelChoice
 from napari_sgnet.app.state import AppState, state_for
+from napari_sgnet.inference.ood import OODResult
 from napari_sgnet.inference.request import DEVICES
 
 __all__ = ["SGNetWidget"]
@@ -117,6 +119,10 @@ class SGNetWidget(QWidget):
         self.model_combo.chosen.connect(self._on_model_chosen)
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
+        self.ood_label = QLabel("")  # the out-of-distribution check, beside the model's name
+        self.ood_label.setWordWrap(True)
+        self.ood_label.setObjectName("sgnet_ood_label")
+        self.ood_label.setVisible(False)
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
         if self.state.device in DEVICES:
@@ -124,6 +130,7 @@ class SGNetWidget(QWidget):
         self.device_combo.currentTextChanged.connect(self.state.set_device)
         form.addRow("Model", self.model_combo)
         form.addRow(self.model_label)
+        form.addRow(self.ood_label)
         form.addRow("Device", self.device_combo)
         return box
 
@@ -223,7 +230,8 @@ class SGNetWidget(QWidget):
         ev = self.state.events
         return [(ev.model, self._on_model), (ev.model_error, self._on_model_error),
                 (ev.palette, self.palette_view.set_palette), (ev.store, self._update_store_label),
-                (ev.offered, self._on_offered)]
+                (ev.offered, self._on_offered), (ev.ood, self._on_ood),
+                (ev.slide, self._check_ood)]
 
     def _connect(self) -> None:
         c = self.controller
@@ -235,6 +243,7 @@ class SGNetWidget(QWidget):
             signal.connect(slot)
         self.review.edit_changed.connect(self._on_edit_changed)
         self.exports.progress.connect(self._on_progress)
+        c.shown.connect(self.state.note_run_event)  # a run's check of the tiles it predicted
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, max(total, 1))
@@ -266,6 +275,50 @@ class SGNetWidget(QWidget):
         self.model_combo.select(self.state.model_source)
         self.model_label.setText(choice.summary)
         self.model_label.setStyleSheet("")
+        self._check_ood()
+
+    # ------------------------------------------------------------------ out of distribution
+    def _check_ood(self, *_: Any) -> None:
+        """Judge the slide with the model on a worker; the state's ``ood`` event brings it."""
+        if self._shut or self.state.slide is None or self.state.model is None:
+            self._on_ood(None)
+            return
+        self.ood_label.setText("Checking whether the slide is like the model's training data...")
+        self.ood_label.setStyleSheet("color: gray;")
+        self.ood_label.setVisible(True)
+        worker = function_worker(self.state.check_slide_ood)
+        worker.returned.connect(self._on_slide_checked)
+        worker.errored.connect(lambda exc: log.warning("OOD check failed: %s", exc, exc_info=exc))
+        start_worker(worker)
+
+    def _on_slide_checked(self, checked: tuple[Any, Any, OODResult | None]) -> None:
+        slide, model, result = checked
+        if not self._shut:
+            self.state.set_ood(result, slide=slide, model=model)
+
+    def _on_ood(self, _result: OODResult | None = None) -> None:
+        """Show the state's checks: a warning when the slide or view is out of distribution."""
+        lines, worst = [], ""
+        for title, result in (("Slide", self.state.ood_slide), ("View", self.state.ood_view)):
+            if result is None:
+                continue
+            if result.out_of_distribution:
+                worst = "ood"
+                lines.append(f"\u26a0 Warning: {title.lower()} out of distribution, unlike "
+                             f"the model's training data ({result.details()}); its labels may "
+                             "be unreliable.")
+            elif not result.judged:
+                worst = worst or "unknown"
+                lines.append(f"{title}: cannot judge whether it is out of distribution: "
+                             f"{result.reason}.")
+            else:
+                lines.append(f"{title}: within the training distribution.")
+        self.ood_label.setText("\n".join(lines))
+        self.ood_label.setToolTip("\n".join(
+            r.message() for r in (self.state.ood_slide, self.state.ood_view) if r is not None))
+        style = {"ood": "color: #ff6040; font-weight: bold;", "unknown": "color: #f0a030;"}
+        self.ood_label.setStyleSheet(style.get(worst, "color: gray;"))
+        self.ood_label.setVisible(bool(lines))
 
     def _on_model_error(self, message: str) -> None:
         self.model_label.setText(message)

@@ -27,6 +27,7 @@ from napari_sgnet.app.review import ReviewSession
 from napari_sgnet.app.runs import ViewportRuns
 from napari_sgnet.app.store_paths import find_store_path
 from napari_sgnet.errors import UserInputError
+from napari_sgnet.inference.ood import OODResult
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import GLEASON, Palette
@@ -58,6 +59,10 @@ class AppStateEvents(SignalGroup):
     """The class palette changed (a :class:`~napari_sgnet.palette.Palette`)."""
     offered = Signal(object)
     """A fine-tuned model is on offer (its checkpoint ``Path``), or no longer (``None``)."""
+    ood = Signal(object)
+    """The out-of-distribution check changed: an
+    :class:`~napari_sgnet.inference.ood.OODResult` (its ``scope`` says of what), or ``None``
+    when the slide or the model changed and nothing is judged yet."""
 
 
 class AppState:
@@ -86,6 +91,7 @@ class AppState:
         self._palette: Palette = GLEASON
         self._user_palette = False
         self._offered: Path | None = None
+        self._ood: dict[str, OODResult] = {}
 
     # ------------------------------------------------------------------ model
     @property
@@ -118,6 +124,7 @@ class AppState:
             return False
         self._model, self._model_source, self._model_error = choice, source, ""
         self.runs.invalidate()
+        self._clear_ood()
         if not self._user_palette:
             self.set_palette(choice.info.palette, user=False)
         self.events.model.emit(choice)
@@ -159,6 +166,7 @@ class AppState:
         self._transform = ((float(scale[0]), float(scale[1])),
                            (float(translate[0]), float(translate[1])))
         self.runs.invalidate()
+        self._clear_ood()
         if self._session is not None:
             self._session = None
             self.events.session.emit(None)
@@ -211,6 +219,53 @@ class AppState:
         """Show ``palette``; ``user=False`` for the model's own (emits ``palette``)."""
         self._palette, self._user_palette = palette, bool(user)
         self.events.palette.emit(palette)
+
+    # ------------------------------------------------------------------ out of distribution
+    @property
+    def ood_slide(self) -> OODResult | None:
+        """The per-slide out-of-distribution check of the slide and model (``None``: not yet)."""
+        return self._ood.get("slide")
+
+    @property
+    def ood_view(self) -> OODResult | None:
+        """The check of the tiles the latest run on a region (a view) predicted."""
+        return self._ood.get("region")
+
+    def _clear_ood(self) -> None:
+        if self._ood:
+            self._ood = {}
+            self.events.ood.emit(None)
+
+    def check_slide_ood(self) -> tuple[Any, Any, OODResult | None]:
+        """Judge the slide with the model (slow: call it on a worker thread).
+
+        Returns ``(slide, model, result)`` as they were at the call, for :meth:`set_ood`;
+        ``result`` is ``None`` without a slide or a model.
+        """
+        from napari_sgnet.inference.ood_check import check_slide
+
+        slide, model = self._slide, self._model
+        if slide is None or model is None:
+            return slide, model, None
+        return slide, model, check_slide(slide, model.request_model, device=self._device)
+
+    def set_ood(self, result: OODResult | None, *, slide: Any = None, model: Any = None) -> bool:
+        """Record a check (emits ``ood``); ignored when it was made for another slide or model
+        (``slide`` / ``model`` as returned by :meth:`check_slide_ood`). Returns whether kept."""
+        if result is None or (slide is not None and slide is not self._slide) or (
+            model is not None and model is not self._model
+        ):
+            return False
+        self._ood[result.scope if result.scope == "region" else "slide"] = result
+        self.events.ood.emit(result)
+        return True
+
+    def note_run_event(self, event: Any) -> bool:
+        """Record the check carried by a run's progress event, when it judged tiles."""
+        result = getattr(event, "ood", None)
+        if not isinstance(result, OODResult) or result.tiles == 0:
+            return False
+        return self.set_ood(result)
 
     # ------------------------------------------------------------------ fine-tuned model
     @property

@@ -44,6 +44,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "export",
     "predict",
     "finetune",
+    "calibrate_ood",
 )
 
 

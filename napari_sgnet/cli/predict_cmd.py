@@ -98,7 +98,25 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _summary(slide: Path, event: Any) -> dict[str, Any]:
+def _ood(slide: Path, event: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's out-of-distribution verdict; the per-slide check when the run judged no tile
+    (all tiles done before, or a distributed run), recorded in the store's request record."""
+    result = event.ood
+    if result is not None and result.tiles > 0:
+        return dict(result.to_dict())
+    from napari_sgnet.inference.ood_check import check_slide
+    from napari_sgnet.inference.prepare import open_slide
+    from napari_sgnet.io.labelstore import LabelStore
+
+    result = check_slide(open_slide(slide, mpp=args.mpp), args.model, device=args.device,
+                         precision=args.precision)
+    store = LabelStore.open(event.store)
+    if store.requests:
+        store.update_request(int(store.requests[-1]["number"]), ood=result.to_dict())
+    return dict(result.to_dict())
+
+
+def _summary(slide: Path, event: Any, ood: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "slide": str(slide),
         "store": str(event.store),
@@ -113,6 +131,7 @@ def _summary(slide: Path, event: Any) -> dict[str, Any]:
         if event.tissue_fraction is None
         else round(event.tissue_fraction, 4),
         "level": event.level,
+        "ood": ood,
     }
 
 
@@ -123,6 +142,10 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"{s['cached']} already done; {s['seconds']:.1f} s, {s['mpix_per_s']:.2f} Mpix/s; "
         f"tissue {tissue}; store {s['store']}"
     )
+    if s.get("ood") is not None:
+        from napari_sgnet.inference.ood import OODResult
+
+        print(f"{s['slide']}: {OODResult.from_dict(s['ood']).message()}")
 
 
 def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -169,7 +192,7 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         if bar is not None:
             bar.close()
     assert last is not None
-    return _summary(slide, last)
+    return _summary(slide, last, _ood(slide, last, args) if last.stage == "completed" else None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,8 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.inference.lifecycle import Step, execute
 from napari_sgnet.inference.loop import run_tiles
 from napari_sgnet.inference.models import get_predictor
+from napari_sgnet.inference.ood import OODMonitor
+from napari_sgnet.inference.ood_check import watch
 from napari_sgnet.inference.predictor_base import Predictor
 from napari_sgnet.inference.prepare import PreparedRun
 from napari_sgnet.inference.request import InferenceRequest, ProgressEvent
@@ -41,6 +43,7 @@ class LocalExecutor:
         self.run: PreparedRun | None = None
         self.sink: StoreSink | None = None
         self.predictor: Predictor | None = None
+        self.ood: OODMonitor | None = None  # judges the tiles this run predicts
 
     def start(self, run: PreparedRun) -> None:
         """Open the store sink and load the model."""
@@ -49,7 +52,10 @@ class LocalExecutor:
         self.sink = StoreSink(
             run.store, run.plan, glass_label=request.glass_label, tissue=run.tissue
         )
-        self.predictor = get_predictor(run.spec, request.device, request.precision)
+        scope = "slide" if request.region is None else "region"
+        self.predictor, self.ood = watch(
+            get_predictor(run.spec, request.device, request.precision), run.spec, scope
+        )
 
     def steps(self, cancel: threading.Event | None) -> Generator[Step, None, None]:
         """Predict and write every batch; commit (pyramid + done-map) at most every interval."""

@@ -16,6 +16,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from napari_sgnet.geometry import Box
+from napari_sgnet.inference.ood import OODMonitor
 from napari_sgnet.inference.plan import WorkItem
 from napari_sgnet.inference.prepare import PreparedRun, prepare
 from napari_sgnet.inference.request import InferenceRequest, ProgressEvent
@@ -63,6 +64,7 @@ class RunStats:
         self.t0 = time.perf_counter()
         self.done = self.predicted = self.glass = 0
         self.pixels = 0
+        self.ood: OODMonitor | None = None  # the executor's, when it judges its tiles
 
     def add(self, batch: Iterable[WorkItem]) -> None:
         """Count a finished batch."""
@@ -89,6 +91,7 @@ class RunStats:
             downsample=run.plan.downsample,
             tissue_fraction=run.tissue_fraction,
             boxes=tuple(boxes),
+            ood=self.ood.result() if self.ood is not None else None,
         )
 
     def record(self, status: str) -> None:
@@ -101,6 +104,7 @@ class RunStats:
             elapsed_s=round(ev.elapsed_s, 3),
             predicted=self.predicted,
             glass=self.glass,
+            ood=ev.ood.to_dict() if ev.ood is not None else None,
         )
 
 
@@ -135,6 +139,7 @@ def execute(
     final: list[Box] = []
     try:
         executor.start(run)
+        stats.ood = getattr(executor, "ood", None)
         yield stats.event("started")
         steps = executor.steps(cancel)
         for done, boxes in steps:

@@ -10,6 +10,7 @@ from typing import Any
 
 from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
+from napari_sgnet.inference.ood import OODResult
 from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = ["DEVICES", "PRECISIONS", "InferenceRequest", "ProgressEvent", "RequestError"]
@@ -170,6 +171,9 @@ class ProgressEvent:
         Slide pyramid level the model runs at, and its downsample.
     tissue_fraction : float or None
         Fraction of the requested tiles that hold tissue (``None`` without detection).
+    ood : OODResult or None
+        The out-of-distribution check of the tiles predicted so far
+        (:mod:`napari_sgnet.inference.ood`); ``None`` when the executor does not judge.
     """
 
     stage: str
@@ -185,6 +189,7 @@ class ProgressEvent:
     downsample: float
     tissue_fraction: float | None = None
     boxes: tuple[Box, ...] = field(default=())
+    ood: OODResult | None = None
 
     @property
     def fraction(self) -> float:

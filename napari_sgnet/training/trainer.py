@@ -30,6 +30,7 @@ from napari_sgnet.model.runtime import autocast, autocast_dtype, normalise, reso
 from napari_sgnet.training.config import TrainConfig
 from napari_sgnet.training.dataset import BatchStream, SampleSource, SlideSource
 from napari_sgnet.training.evaluate import evaluate_model
+from napari_sgnet.training.ood_stats import FIT_TILES, add_ood_statistics
 from napari_sgnet.training.state import (
     load_optimizer_state,
     read_trainer_state,
@@ -102,6 +103,7 @@ def train(
     init_checkpoint: str | Path | None = None,
     data_description: dict[str, Any] | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
+    ood_tiles: int = FIT_TILES,
 ) -> TrainResult:
     """Train SGNet (``model_config.use_context``) or its baseline.
 
@@ -127,6 +129,10 @@ def train(
         Recorded in the saved config's ``training["data"]``.
     progress : callable, optional
         Called with a :class:`TrainProgress` after every step.
+    ood_tiles : int
+        Training tiles the out-of-distribution statistics are fitted on at the end (saved in
+        the ``best`` and ``last`` configs, calibrated on ``val_sources`` or, without them, on
+        training tiles kept out of the fit; see :mod:`~.ood_stats`). 0: none.
 
     Returns
     -------
@@ -236,6 +242,10 @@ def train(
     wall = wall0 + time.perf_counter() - t0
     final_state = read_trainer_state(last_dir)
     best_dir = out / "best" if (out / "best").exists() else last_dir
+    if ood_tiles and start < tc.steps:
+        _add_ood_statistics(
+            {best_dir, last_dir}, train_sources, val_sources, ood_tiles, tc.seed, str(device)
+        )
     return TrainResult(
         out_dir=out,
         best_dir=best_dir,
@@ -246,6 +256,22 @@ def train(
         config=ModelConfig.load(best_dir / "config.json"),
         history=history,
     )
+
+
+def _add_ood_statistics(
+    folders: set[Path],
+    train_sources: Sequence[SampleSource],
+    val_sources: Sequence[SlideSource],
+    n_tiles: int,
+    seed: int,
+    device: str,
+) -> None:
+    """Fit and calibrate the out-of-distribution statistics of each saved checkpoint."""
+    held_out = [s.image for s in val_sources]
+    names = [s.name or s.image.name for s in val_sources]
+    for folder in sorted(folders):
+        add_ood_statistics(folder, train_sources, held_out, n_tiles=n_tiles, seed=seed,
+                           device=device, description={"held_out_slides": names})
 
 
 def _load_weights(model: torch.nn.Module, path: Path, config: ModelConfig) -> None:

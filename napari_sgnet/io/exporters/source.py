@@ -149,6 +149,7 @@ class LabelSource:
                 "slide": ident,
                 "model": model,
                 "commits": len(store.commits),
+                "ood": next((r["ood"] for r in reversed(store.requests) if r.get("ood")), None),
             },
         )
 
