@@ -10,12 +10,17 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "MPP_TOLERANCE",
     "Box",
     "chunk_aligned_tiles",
     "context_box",
     "level_closest_to_mpp",
     "scale_box",
+    "source_level_for_mpp",
 ]
+
+#: A level whose µm/px lies within this relative distance of the model's is used as it is.
+MPP_TOLERANCE = 0.01
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,50 @@ def level_closest_to_mpp(
         return 0
     errors = [abs(math.log(base_mpp * ds / target_mpp)) for ds in downsamples]
     return int(min(range(len(errors)), key=errors.__getitem__))
+
+
+def source_level_for_mpp(
+    downsamples: tuple[float, ...] | list[float],
+    base_mpp: float | None,
+    target_mpp: float | None,
+    rel_tol: float = MPP_TOLERANCE,
+) -> tuple[int, float]:
+    """The level to read for a working resolution of ``target_mpp``, and the resampling factor.
+
+    A level within ``rel_tol`` of ``target_mpp`` is read as it is (factor ``1.0``; the closest
+    such level when several are). Otherwise the coarsest level finer than ``target_mpp`` is
+    read and reduced by ``factor`` (source pixels per working pixel, ``> 1``). When even
+    level 0 is coarser, level 0 is returned with its factor ``< 1`` (callers refuse or warn).
+    Without a known base or target µm/px, level 0 is read as it is.
+
+    Parameters
+    ----------
+    downsamples : sequence of float
+        Downsample of each level relative to level 0 (``1.0`` first).
+    base_mpp : float or None
+        µm/px of level 0.
+    target_mpp : float or None
+        The model's µm/px.
+    rel_tol : float
+        Relative tolerance for a level to count as being at ``target_mpp``.
+
+    Returns
+    -------
+    tuple of (int, float)
+        ``(level, factor)``; the working pixel is ``factor`` pixels of ``level`` a side.
+    """
+    if not downsamples:
+        raise ValueError("a pyramid needs at least one level")
+    if base_mpp is None or target_mpp is None or base_mpp <= 0 or target_mpp <= 0:
+        return 0, 1.0
+    target_ds = target_mpp / base_mpp
+    errors = [abs(ds / target_ds - 1.0) for ds in downsamples]
+    best = int(min(range(len(errors)), key=errors.__getitem__))
+    if errors[best] <= rel_tol:
+        return best, 1.0
+    finer = [i for i, ds in enumerate(downsamples) if ds < target_ds]
+    level = max(finer, key=lambda i: downsamples[i]) if finer else 0
+    return level, target_ds / float(downsamples[level])
 
 
 def chunk_aligned_tiles(width: int, height: int, tile: int, region: Box | None = None) -> list[Box]:

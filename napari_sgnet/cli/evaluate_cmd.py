@@ -122,7 +122,7 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from napari_sgnet.config import ModelConfig
     from napari_sgnet.model import load_checkpoint
     from napari_sgnet.model.runtime import resolve_device
-    from napari_sgnet.training.dataset import working_level
+    from napari_sgnet.training.dataset import working_views
     from napari_sgnet.training.evaluate import EvalResult, predict_level, score_prediction
 
     if args.threads:
@@ -140,16 +140,17 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             model = load_checkpoint(model_dir, device=device) if simple else None
             total: EvalResult | None = None
             for src in sources:
-                level, lab_level = working_level(src.image, src.labels, config.mpp)
+                img, lab = working_views(src.image, src.labels, config.mpp)
                 if simple:
+                    image, level = img.as_pyramid()
                     with torch.inference_mode():
                         pred = predict_level(
-                            model, config, src.image, level, tile, args.batch_size, device
+                            model, config, image, level, tile, args.batch_size, device
                         )
                 else:
                     store_path = Path(tmp) / f"{index}-{src.name}.zarr"
                     pred = _predict_engine(src, model_dir, args, store_path)
-                truth = np.asarray(src.labels.levels[lab_level])
+                truth = np.asarray(lab.array)
                 if pred.shape != truth.shape:
                     raise UserInputError(
                         f"{src.name}: prediction {pred.shape} and ground truth "

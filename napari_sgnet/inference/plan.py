@@ -1,6 +1,9 @@
 """The tiling plan: which tiles of which pyramid level, in which order.
 
-Tiles lie on a grid anchored at (0, 0) of the inference level with side
+The inference level is the slide's working level at the model's µm/px
+(:func:`napari_sgnet.io.working.working_level`): a pyramid level read as it is, or the
+nearest finer level area-averaged by ``factor`` on the fly. Tiles lie on a grid anchored at
+(0, 0) of that level with side
 ``patch - 2 * overlap``; each tile is predicted from the ``patch``-sized local
 window centred on it (and that window's context) and only the tile (the valid
 centre) is written. Because a tile's output depends only on its grid position,
@@ -15,6 +18,7 @@ from napari_sgnet.geometry import Box, chunk_aligned_tiles, context_box, scale_b
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.working import WorkingLevel, working_level
 
 __all__ = ["TileIndex", "TilePlan", "WorkItem", "grid_plan", "make_plan"]
 
@@ -25,16 +29,17 @@ WorkItem = tuple[TileIndex, bool]
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Tiles to predict at one pyramid level.
+    """Tiles to predict at the working level.
 
     Attributes
     ----------
     level : int
-        Slide pyramid level the model runs at.
+        Slide pyramid level the windows are read from (the working level itself when
+        ``factor`` is 1, else the nearest finer level).
     downsample : float
-        That level's downsample relative to the slide's level 0.
+        Slide level-0 pixels per working pixel.
     width, height : int
-        Size of the level in pixels.
+        Size of the working level in pixels.
     patch : int
         Local window side (the model's patch size).
     overlap : int
@@ -45,6 +50,9 @@ class TilePlan:
         Requested region at this level, clipped to it.
     tiles : tuple of (ty, tx)
         Tile indices in processing order.
+    factor : float
+        Pixels of ``level`` per working pixel: 1 when ``level`` is at the model's µm/px,
+        else the area-averaging factor (see :mod:`napari_sgnet.io.resample`).
     """
 
     level: int
@@ -56,6 +64,7 @@ class TilePlan:
     context_factor: float | None
     region: Box
     tiles: tuple[TileIndex, ...]
+    factor: float = 1.0
 
     @property
     def tile(self) -> int:
@@ -89,6 +98,10 @@ class TilePlan:
     def to_slide(self, box: Box) -> Box:
         """A box of the inference level in slide level-0 pixels."""
         return scale_box(box, self.downsample)
+
+    def view(self, pyramid: Pyramid) -> WorkingLevel:
+        """The working level of ``pyramid`` the windows are read from."""
+        return WorkingLevel(pyramid, self.level, self.factor)
 
 
 def _order(indices: list[TileIndex], region: Box, tile: int, order: str) -> list[TileIndex]:
@@ -131,10 +144,12 @@ def make_plan(
     ------
     RequestError
         If the overlap leaves no valid centre or the region misses the slide.
+    ScaleError
+        If the slide has no µm/px while the model has one, or is coarser than the model.
     """
-    level = pyramid.level_for_mpp(info.mpp)
-    width, height = pyramid.level_size(level)
-    downsample = float(pyramid.downsamples[level])
+    work = working_level(pyramid, info.mpp)
+    width, height = work.size
+    downsample = work.downsample
     lvl_region: Box | None = None
     if region is not None:
         if region.is_empty or region.clip(pyramid.width, pyramid.height).is_empty:
@@ -148,11 +163,12 @@ def make_plan(
         height,
         patch=info.patch_size,
         context_factor=info.context_factor,
-        level=level,
+        level=work.level,
         downsample=downsample,
         overlap=overlap,
         region=lvl_region,
         order=order,
+        factor=work.factor,
     )
 
 
@@ -167,6 +183,7 @@ def grid_plan(
     overlap: int = 0,
     region: Box | None = None,
     order: str = "raster",
+    factor: float = 1.0,
 ) -> TilePlan:
     """Plan the tiles of one level of known size (what :func:`make_plan` and evaluation share).
 
@@ -181,13 +198,15 @@ def grid_plan(
     level : int
         Pyramid level the windows are read from.
     downsample : float
-        That level's downsample relative to the slide's level 0.
+        Slide level-0 pixels per working pixel.
     overlap : int
         Pixels dropped on each side of each prediction.
     region : Box, optional
         Region in this level's pixels (clipped to it); ``None`` for the whole level.
     order : {"raster", "center"}
         Tile order.
+    factor : float
+        Pixels of ``level`` per working pixel (1: ``level`` is the working level).
 
     Returns
     -------
@@ -219,4 +238,5 @@ def grid_plan(
         context_factor=context_factor,
         region=lvl_region,
         tiles=tuple(_order(indices, lvl_region, tile, order)),
+        factor=float(factor),
     )

@@ -20,6 +20,7 @@ from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.working import mpp_override_warning
 
 __all__ = ["PreparedRun", "WorkItem", "open_slide", "prepare", "prepare_store"]
 
@@ -39,11 +40,20 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Pyramid:
 
 
 def resolve_slide(request: InferenceRequest) -> Pyramid:
-    """The request's slide as a pyramid, with the µm/px override applied."""
+    """The request's slide as a pyramid, with the µm/px override applied.
+
+    An override more than 2x from the file's own µm/px is logged as a warning (not refused:
+    files do carry wrong values).
+    """
     slide = request.slide
     if isinstance(slide, Pyramid):
-        return slide.with_mpp(request.mpp) if request.mpp is not None else slide
-    return open_slide(slide, mpp=request.mpp)
+        pyramid = slide.with_mpp(request.mpp) if request.mpp is not None else slide
+    else:
+        pyramid = open_slide(slide, mpp=request.mpp)
+    warning = mpp_override_warning(pyramid)
+    if warning is not None:
+        log.warning("%s", warning)
+    return pyramid
 
 
 @dataclass
@@ -77,6 +87,7 @@ class PreparedRun:
             "skip_glass": r.skip_glass,
             "tiles": len(self.plan.tiles),
             "cached": self.n_cached,
+            "resolution": self.plan.view(self.pyramid).record(),
         }
 
 
@@ -122,6 +133,8 @@ def prepare_store(
             store.reset_done()
         if previous is None or previous.get("id") != info.model_id:
             store.set_model(info.to_dict())
+        if store.resolution is None:  # a store made before the resolution was recorded
+            store.set_resolution(plan.view(pyramid).record())
         return store
     store = LabelStore.create(
         path,
@@ -132,16 +145,21 @@ def prepare_store(
         overwrite=request.overwrite,
     )
     store.set_model(info.to_dict())
+    store.set_resolution(plan.view(pyramid).record())
     return store
 
 
 def prepare(request: InferenceRequest) -> PreparedRun:
     """Resolve and check a request: open the slide, plan, open the store, find glass.
 
+    Every check (the slide's µm/px against the model's included, see
+    :func:`napari_sgnet.io.working.working_level`) runs before the store is opened or created.
+
     Raises
     ------
     RequestError, SlideError, StoreError
-        Bad request, unreadable slide, or a store that does not fit.
+        Bad request, unreadable slide (:class:`~napari_sgnet.io.working.ScaleError`: no µm/px,
+        or coarser than the model), or a store that does not fit.
     """
     pyramid = resolve_slide(request)
     spec = describe_model(request.model)
@@ -164,10 +182,10 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     run = PreparedRun(request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask)
     run.request_number = store.record_request(run.summary_record())
     log.info(
-        "%s: %d tiles at level %d (%d done before, %d to do)",
+        "%s: %d tiles at %s (%d done before, %d to do)",
         store.path,
         len(plan.tiles),
-        plan.level,
+        plan.view(pyramid).describe(),
         n_cached,
         len(work),
     )

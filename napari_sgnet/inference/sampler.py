@@ -1,7 +1,9 @@
 """Read the local and context windows of a batch of tiles as uint8 RGB.
 
-Padding past the slide edge is a constant glass-white (255), the same as
-:func:`napari_sgnet.io.windows.read_local_and_context`, which training uses too.
+Windows are read from the plan's working level (:meth:`TilePlan.view`: the level itself, or
+the nearest finer level area-averaged on the fly, the same reads training uses). Padding past
+the slide edge is a constant glass-white (255), the same as
+:func:`napari_sgnet.io.windows.read_local_and_context`.
 A batch of neighbouring tiles is read as one union window when that decodes fewer
 pixels than separate reads (neighbouring context windows overlap 4x); the crops
 are identical either way, because constant padding does not depend on the window.
@@ -72,7 +74,7 @@ def read_batch(
     pyramid : Pyramid
         The slide.
     plan : TilePlan
-        Gives the level and the windows of each tile.
+        Gives the working level (source level and factor) and the windows of each tile.
     tiles : sequence of (ty, tx)
         Tile indices; must not be empty.
 
@@ -91,8 +93,9 @@ def read_batch(
     union = _union(outer)
     use_union = union.area <= sum(b.area for b in outer)
     lbatch, cbatch = [], []
+    view = plan.view(pyramid)
     if use_union:
-        big = pyramid.read(union, plan.level, pad_value=GLASS_PAD)
+        big = view.read(union, pad_value=GLASS_PAD)
         for lb, ob, cb in zip(locals_, outer, contexts, strict=False):
             lbatch.append(to_rgb_uint8(_crop(big, union, lb)))
             if cb is not None:
@@ -100,11 +103,10 @@ def read_batch(
     else:
         for lb, cb in zip(locals_, contexts, strict=False):
             if cb is None:
-                lbatch.append(to_rgb_uint8(pyramid.read(lb, plan.level, pad_value=GLASS_PAD)))
+                lbatch.append(to_rgb_uint8(view.read(lb, pad_value=GLASS_PAD)))
                 continue
-            local, context, _ = read_local_and_context(
-                pyramid, plan.level, lb, plan.context_factor or 1.0, pad_value=GLASS_PAD
-            )
+            context = view.read(cb, pad_value=GLASS_PAD)
+            local = _crop(context, cb, lb) if cb.contains(lb) else view.read(lb, GLASS_PAD)
             lbatch.append(to_rgb_uint8(local))
             cbatch.append(to_rgb_uint8(context))
     local = np.stack(lbatch)

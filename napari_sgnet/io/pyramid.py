@@ -120,8 +120,15 @@ class Pyramid:
         return read_window(self.levels[level], box, pad_value=pad_value)
 
     def with_mpp(self, mpp: float | None) -> Pyramid:
-        """The same pyramid with an overridden level-0 µm/px."""
-        return Pyramid(self.levels, self.downsamples, mpp, self.source, self.name, self.metadata)
+        """The same pyramid with an overridden level-0 µm/px.
+
+        ``metadata`` records the override as the readers do (``mpp_source`` ``"override"``,
+        ``file_mpp`` the value it replaces), so a disagreement can be warned about.
+        """
+        meta = dict(self.metadata)
+        if mpp is not None and meta.get("mpp_source") != "override":
+            meta.update(mpp_source="override", file_mpp=self.mpp)
+        return Pyramid(self.levels, self.downsamples, mpp, self.source, self.name, meta)
 
     def summary(self) -> str:
         """A human-readable multi-line description."""

@@ -20,6 +20,8 @@ from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
+from napari_sgnet.io.working import ScaleError, WorkingLevel
+from napari_sgnet.io.working import working_level as working_view
 from napari_sgnet.training.augment import AugmentConfig, Sample, augment
 from napari_sgnet.training.patches import PatchFolder, PatchFolderError
 
@@ -35,6 +37,7 @@ __all__ = [
     "make_batch",
     "tissue_pixels",
     "working_level",
+    "working_views",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,21 +68,72 @@ class SampleSource(Protocol):
     def sample(self, rng: np.random.Generator) -> Sample: ...
 
 
+def working_views(
+    image: Pyramid, labels: Pyramid, mpp: float | None
+) -> tuple[WorkingLevel, WorkingLevel]:
+    """The image and label working levels at the model's µm/px (the engine's reads).
+
+    The image is area-averaged from its nearest finer level when it has no level at ``mpp``
+    (:func:`napari_sgnet.io.working.working_level`); the labels are reduced by mode/nearest
+    from their level of the same size as the image's source level, so both cover the same
+    working pixels. A label pyramid without µm/px is matched to the image by level size.
+
+    Raises
+    ------
+    DataError
+        The slide has no µm/px, is coarser than ``mpp``, or no label level fits the image's.
+    """
+    try:
+        img = working_view(image, mpp)
+    except ScaleError as exc:
+        raise DataError(str(exc)) from exc
+    size = img.size
+    src_size = image.level_size(img.level)
+    candidates = []
+    if labels.mpp is not None:
+        try:
+            candidates.append(working_view(labels, mpp, labels=True))
+        except ScaleError:
+            pass
+    # Same source size, same factor: the label pixels under each working pixel.
+    candidates += [
+        WorkingLevel(labels, i, img.factor, labels=True)
+        for i in range(labels.n_levels)
+        if labels.level_size(i) == src_size
+    ]
+    # A label level already at the working size (labels saved at the model's resolution).
+    candidates += [
+        WorkingLevel(labels, i, 1.0, labels=True)
+        for i in range(labels.n_levels)
+        if labels.level_size(i) == size
+    ]
+    for lab in candidates:
+        if lab.size == size:
+            return img, lab
+    raise DataError(
+        f"label pyramid {labels.name!r} has no level of size {src_size[0]} x {src_size[1]} "
+        f"(or {size[0]} x {size[1]}) matching level {img.level} of {image.name!r}"
+    )
+
+
 def working_level(image: Pyramid, labels: Pyramid, mpp: float | None) -> tuple[int, int]:
-    """The image and label levels at the model's µm/px; raises :class:`DataError` if they differ
-    in size."""
-    level = image.level_for_mpp(mpp)
-    size = image.level_size(level)
-    lab_level = labels.level_for_mpp(mpp) if labels.mpp is not None else None
-    if lab_level is None or labels.level_size(lab_level) != size:
-        matches = [i for i in range(labels.n_levels) if labels.level_size(i) == size]
-        if not matches:
-            raise DataError(
-                f"label pyramid {labels.name!r} has no level of size {size[0]} x {size[1]} "
-                f"matching level {level} of {image.name!r}"
-            )
-        lab_level = matches[0]
-    return level, lab_level
+    """``(image level, label level)`` at the model's µm/px, for pyramids that have them.
+
+    For callers that index pyramid levels directly; :func:`working_views` serves every
+    pyramid (resampling on the fly).
+
+    Raises
+    ------
+    DataError
+        As :func:`working_views`, or when the working level is resampled (not a level).
+    """
+    img, lab = working_views(image, labels, mpp)
+    if not (img.exact and lab.exact):
+        raise DataError(
+            f"{image.name!r} has no level at {mpp:g} µm/px (the working level is "
+            f"{img.describe()}); read it through working_views"
+        )
+    return img.level, lab.level
 
 
 def in_memory_level(
@@ -106,7 +160,7 @@ def tissue_pixels(rgb: np.ndarray, min_saturation: int = GLASS_SATURATION) -> np
 
 
 class SlideSampler:
-    """Draws samples from one slide at the model's working level.
+    """Draws samples from one slide at the model's working level (see :func:`working_views`).
 
     A local patch is centred near a random labelled tissue pixel (classes drawn uniformly when
     ``balance_classes``) and rejected when more than ``max_unlabelled`` of it is label 0 or
@@ -142,9 +196,10 @@ class SlideSampler:
         self.factor = config.context_factor
         self.max_unlabelled = max_unlabelled
         self.max_tries = max_tries
-        level, lab_level = working_level(source.image, source.labels, config.mpp)
-        self.image, self.level = in_memory_level(source.image, level, cache_bytes)
-        self.labels, self.lab_level = in_memory_level(source.labels, lab_level, cache_bytes)
+        img, lab = working_views(source.image, source.labels, config.mpp)
+        self.working = img
+        self.image, self.level = in_memory_level(*img.as_pyramid(), cache_bytes)
+        self.labels, self.lab_level = in_memory_level(*lab.as_pyramid(), cache_bytes)
         self.stride = max(1, self.patch // 8)
         grid = self._grid(self.labels, self.lab_level)
         self.check_tissue = source.image.is_rgb

@@ -1,6 +1,7 @@
 """Held-out evaluation through the inference tile loop (validation during training, ``evaluate``).
 
-Protocol (the inference engine's with overlap 0): tile the working level with non-overlapping
+Protocol (the inference engine's with overlap 0): tile the working level (the slide at the
+model's µm/px, area-averaged on the fly when the pyramid has no level there) with non-overlapping
 ``tile x tile`` windows on a grid anchored at ``(0, 0)``; feed each window as the local patch
 with a centred surrounding patch ``alpha`` times larger (glass-padded past the edge); keep the
 argmax as label ids (class ``k`` -> ``k + 1``). Scores: confusion matrix against the ground
@@ -28,8 +29,9 @@ from napari_sgnet.inference.plan import TilePlan, grid_plan
 from napari_sgnet.inference.predictor import TorchPredictor
 from napari_sgnet.inference.sinks import ArraySink, ScoreSink
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.working import working_level
 from napari_sgnet.metrics import ConfusionMatrix, SeamCounts, grid_borders, seam_counts
-from napari_sgnet.training.dataset import SlideSource, in_memory_level, working_level
+from napari_sgnet.training.dataset import SlideSource, in_memory_level, working_views
 
 __all__ = [
     "EvalResult",
@@ -124,7 +126,9 @@ def predict_level(
     image : Pyramid
         RGB slide.
     level : int, optional
-        Level to predict; default the level closest to ``config.mpp``.
+        Level of ``image`` to predict as it is; default the working level at ``config.mpp``
+        (area-averaged from the nearest finer level when the pyramid has none there, as the
+        engine reads it).
     tile : int, optional
         Tile side; default ``config.patch_size``. Must be a multiple of 32.
     batch_size : int
@@ -142,7 +146,8 @@ def predict_level(
         ``(H, W)`` uint8 label ids at ``level`` (class ``k`` -> ``k + 1``).
     """
     tile = tile or config.patch_size
-    level = image.level_for_mpp(config.mpp) if level is None else level
+    if level is None:
+        image, level = working_level(image, config.mpp).as_pyramid()
     width, height = image.level_size(level)
     src, src_level = in_memory_level(image, level)
     plan = eval_plan(config, width, height, src_level, tile)
@@ -208,11 +213,11 @@ def evaluate_model(
     tile = tile or config.patch_size
     result = EvalResult(ConfusionMatrix(config.num_classes, config.palette.names), SeamCounts())
     for src in sources:
-        level, lab_level = working_level(src.image, src.labels, config.mpp)
-        width, height = src.image.level_size(level)
-        image, image_level = in_memory_level(src.image, level)
+        img, lab = working_views(src.image, src.labels, config.mpp)
+        width, height = img.size
+        image, image_level = in_memory_level(*img.as_pyramid())
         plan = eval_plan(config, width, height, image_level, tile)
-        truth = np.asarray(src.labels.levels[lab_level])
+        truth = np.asarray(lab.array)
         sink = ScoreSink(plan, truth, result.confusion, seams=True)
         _run_level(model, image, plan, sink, batch_size, device, amp_dtype)
         result.seams = result.seams + sink.seams

@@ -283,6 +283,16 @@ class LabelStore:
         """Record the model that predictions (and the done-map) now come from."""
         self.records.set_model(info)
 
+    @property
+    def resolution(self) -> dict[str, Any] | None:
+        """How level 0 was made: µm/px, the slide level read and the resampling factor."""
+        record: dict[str, Any] | None = self.records.fresh("resolution")
+        return record
+
+    def set_resolution(self, record: dict[str, Any]) -> None:
+        """Record the working resolution of level 0 (see :meth:`WorkingLevel.record`)."""
+        self.records.update(lambda m: m.__setitem__("resolution", dict(record)))
+
     def record_request(self, record: dict[str, Any]) -> int:
         """Append a request record; returns its number (for :meth:`update_request`)."""
         return self.records.add_request(record)

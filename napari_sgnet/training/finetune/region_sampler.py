@@ -60,7 +60,9 @@ class RegionSampler:
     Parameters
     ----------
     image : Pyramid
-        The slide; ``level`` is the working level (the store's level 0).
+        The slide; ``level`` is the working level (the store's level 0). When the slide has no
+        level at the model's µm/px this is the one-level resampled view of
+        :meth:`napari_sgnet.io.working.WorkingLevel.as_pyramid`.
     level : int
         Working level.
     regions : sequence of Region

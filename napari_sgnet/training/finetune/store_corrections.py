@@ -1,14 +1,14 @@
 """Committed corrections of a label store, cut into regions at the model's working level.
 
 A store's corrections are its level-0 labels where the ``edited`` mask is set (and the label is
-not 0). The store's level 0 is the inference level, i.e. the slide level the model runs at;
-the store is opened read-only.
+not 0). The store's level 0 is the inference level, i.e. the slide's working level at the model's
+µm/px (a pyramid level, or the nearest finer level area-averaged on the fly, as the engine
+reads it); the store is opened read-only.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.working import ScaleError, working_level
 from napari_sgnet.training.finetune.correction_types import (
     CorrectionSet,
     FinetuneError,
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Corrections are scanned in windows of this many chunks a side when a store lists no commits.
 _SCAN_CHUNKS = 16
-#: Largest relative difference between the store's and the model's µm/px without a warning.
-_MPP_TOLERANCE = 0.25
 
 
 def _open_store(src: StoreCorrections) -> LabelStore:
@@ -70,34 +69,41 @@ def _open_slide(src: StoreCorrections, store: LabelStore) -> Pyramid:
     return pyramid
 
 
-def _store_level(store: LabelStore, slide: Pyramid, config: ModelConfig) -> int:
-    """The slide level matching the store's level 0; checks the model's µm/px."""
+def _store_level(store: LabelStore, slide: Pyramid, config: ModelConfig) -> tuple[Pyramid, int]:
+    """``(pyramid, level)`` of the slide's working level, the grid of the store's level 0.
+
+    The working level is the engine's (:func:`napari_sgnet.io.working.working_level`): a slide
+    level at the model's µm/px, or the nearest finer level area-averaged on the fly.
+    """
+    try:
+        work = working_level(slide, config.mpp, require_mpp=False)
+    except ScaleError as exc:
+        raise FinetuneError(str(exc)) from exc
     want = (store.width, store.height)
+    close = abs(work.downsample - store.base_downsample) <= 1e-3 * store.base_downsample
+    if not close or work.size != want:
+        raise FinetuneError(
+            f"{store.path}: labels are at {_store_where(store, slide)} "
+            f"({_mpp(_store_mpp(store, slide))}, {want[0]} x {want[1]} px) but this model runs "
+            f"at {work.describe()} of {slide.name!r} ({work.width} x {work.height} px): the "
+            "store was made for a model of another resolution"
+        )
+    if not work.exact:
+        log.info("%s: fine-tuning at %s", store.path, work.describe())
+    return work.as_pyramid()
+
+
+def _store_where(store: LabelStore, slide: Pyramid) -> str:
+    """``slide level k`` when a slide level is the store's level 0, else its downsample."""
     for i, ds in enumerate(slide.downsamples):
         close = abs(ds - store.base_downsample) <= 1e-3 * store.base_downsample
-        if close and slide.level_size(i) == want:
-            level = i
-            break
-    else:
-        raise FinetuneError(
-            f"{store.path}: the slide {slide.name!r} has no level of downsample "
-            f"{store.base_downsample:g} and size {want[0]} x {want[1]} (the store's level 0)"
-        )
-    expected = slide.level_for_mpp(config.mpp)
-    if level != expected:
-        raise FinetuneError(
-            f"{store.path}: labels are at slide level {level} ({_mpp(slide.level_mpp(level))}) "
-            f"but this model runs at level {expected} ({_mpp(slide.level_mpp(expected))}) of "
-            f"{slide.name!r}: the store was made for a model of another resolution"
-        )
-    mpp = slide.level_mpp(level)
-    if mpp is not None and config.mpp is not None:
-        if abs(math.log(mpp / config.mpp)) > math.log1p(_MPP_TOLERANCE):
-            log.warning(
-                "%s: the slide has no level at the model's %.3g µm/px; fine-tuning at %.3g "
-                "µm/px, where inference runs too", store.path, config.mpp, mpp,
-            )
-    return level
+        if close and slide.level_size(i) == (store.width, store.height):
+            return f"slide level {i}"
+    return f"downsample {store.base_downsample:g}"
+
+
+def _store_mpp(store: LabelStore, slide: Pyramid) -> float | None:
+    return None if slide.mpp is None else slide.mpp * store.base_downsample
 
 
 def _mpp(value: float | None) -> str:
@@ -134,7 +140,7 @@ def load_store_corrections(
             f"the model predicts {config.palette.names}"
         )
     slide = _open_slide(src, store)
-    level = _store_level(store, slide, config)
+    image, level = _store_level(store, slide, config)
     identity = store.slide_identity
     group = f"slide:{identity.get('fingerprint')}:{identity.get('width')}x{identity.get('height')}"
     regions: list[Region] = []
@@ -149,7 +155,7 @@ def load_store_corrections(
         kind="store",
         path=store.path,
         regions=regions,
-        image=slide,
+        image=image,
         level=level,
         description={
             "kind": "store",
