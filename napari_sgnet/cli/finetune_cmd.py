@@ -22,7 +22,13 @@ __all__ = ["register", "run"]
 class _StoreAction(argparse.Action):
     """``--store S`` appends ``[S, None]``; ``--slide X`` fills the last store's slide."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         stores = getattr(namespace, "stores", None) or []
         if option_string == "--store":
             stores.append([Path(values), None])
@@ -33,7 +39,7 @@ class _StoreAction(argparse.Action):
         namespace.stores = stores
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``finetune`` subcommand."""
     p = sub.add_parser(
         "finetune",

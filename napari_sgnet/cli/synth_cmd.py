@@ -12,7 +12,7 @@ from napari_sgnet.errors import StoreError
 __all__ = ["register", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``synth`` subcommand."""
     p = subparsers.add_parser(
         "synth",
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     settings_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     elapsed = time.perf_counter() - start
 
-    mm = config.width * config.mpp / 1000.0, int(config.height) * config.mpp / 1000.0
+    mm = config.width * config.mpp / 1000.0, int(config.rows) * config.mpp / 1000.0
     print(
         f"wrote {image_path}  ({config.width} x {config.height} px, {mm[0]:.1f} x {mm[1]:.1f} mm, "
         f"{slide.image.n_levels} levels, {_size(image_path)})"

@@ -12,7 +12,7 @@ from napari_sgnet.errors import OptionError, UserInputError
 __all__ = ["add_data_arguments", "register", "run"]
 
 #: Flags whose defaults are filled in after a possible resume (None = "not given").
-_MODEL_DEFAULTS = {"arch": "deeplabv3plus_small", "patch_size": 128, "mpp": 4.0}
+_MODEL_DEFAULTS: dict[str, Any] = {"arch": "deeplabv3plus_small", "patch_size": 128, "mpp": 4.0}
 _TRAIN_DEFAULTS = {"steps": 2000, "batch_size": 8, "lr": 2e-4, "seed": 0}
 
 
@@ -68,7 +68,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser(
         "train",
@@ -107,7 +107,7 @@ def _pairs(slides: list[Path], labels: list[Path], what: str) -> list[tuple[Path
     return list(zip(slides, labels, strict=True))
 
 
-def build_sources(args: argparse.Namespace) -> tuple[list, list, dict[str, Any]]:
+def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[str, Any]]:
     """Training sources, validation sources and their JSON description from the arguments."""
     from napari_sgnet.training.sources import describe_sources, file_source, parse_seeds
     from napari_sgnet.training.sources import synthetic_source as synth

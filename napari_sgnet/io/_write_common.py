@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -64,7 +64,10 @@ def as_levels(
         levels = list(source.levels)
         downsamples = [float(d) for d in source.downsamples]
         return levels, downsamples, mpp if mpp is not None else source.mpp, source.name
-    levels = [a if isinstance(a, da.Array) else da.from_array(a, chunks=a.shape) for a in source]
+    levels = [
+        a if isinstance(a, da.Array) else da.from_array(a, chunks=a.shape)  # type: ignore[no-untyped-call]
+        for a in source
+    ]
     if not levels:
         raise ValueError("nothing to write: no levels")
     width = levels[0].shape[1]
@@ -151,7 +154,7 @@ def tiff_resolution(mpp: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- NGFF zarr groups
-def zarr_format(version: NgffVersion) -> int:
+def zarr_format(version: NgffVersion) -> Literal[2, 3]:
     """The zarr format of an NGFF version: 3 for 0.5, 2 for 0.4."""
     return 3 if version == "0.5" else 2
 
@@ -173,15 +176,15 @@ def array_options(version: NgffVersion, axes: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _store(array: da.Array, target: zarr.Array, chunk: int, progress: Progress | None) -> None:
+def _store(array: da.Array, target: zarr.Array[Any], chunk: int, progress: Progress | None) -> None:
     """Copy ``array`` into the zarr array ``target`` one band of chunk rows at a time."""
-    array = array.rechunk(target.chunks)
+    array = array.rechunk(target.chunks)  # type: ignore[no-untyped-call]
     y_axis = array.ndim - 2
     height = array.shape[y_axis]
     lead = (slice(None),) * y_axis
     for y in range(0, height, chunk):
         band = (*lead, slice(y, min(y + chunk, height)), slice(None))
-        da.store(array[band], target, regions=band, lock=False)
+        da.store(array[band], target, regions=band, lock=False)  # type: ignore[arg-type]
         if progress is not None:
             progress((band[y_axis].stop - y) * int(array.shape[-1]))
 
@@ -225,7 +228,7 @@ def write_multiscale(
     axes = spatial_axes("micrometer" if mpp else None, channel=rgb)
     names = [a.name for a in axes]
     for i, level in enumerate(levels):
-        array = level.transpose(2, 0, 1) if rgb else level
+        array = level.transpose(2, 0, 1) if rgb else level  # type: ignore[no-untyped-call]
         shape = tuple(int(s) for s in array.shape)
         chunk_shape = (shape[0], chunks, chunks) if rgb else (chunks, chunks)
         target = group.create_array(

@@ -58,7 +58,8 @@ def _tile_groups(array: da.Array, tile: int) -> Iterator[list[tuple[tuple[int, i
     for i in range(0, len(coords), per_group):
         batch = coords[i : i + per_group]
         lazy = [array[y : y + tile, x : x + tile] for y, x in batch]
-        yield list(zip(batch, dask.compute(*lazy), strict=True))
+        computed = dask.compute(*lazy)  # type: ignore[attr-defined,no-untyped-call]
+        yield list(zip(batch, computed, strict=True))
 
 
 # --------------------------------------------------------------------------- OME-TIFF

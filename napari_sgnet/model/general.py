@@ -9,6 +9,7 @@ A general branch maps the local patch ``(B, 3, P, P)`` to decoder features
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -64,7 +65,7 @@ class ASPP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [b(x) for b in self.branches]
         outs.append(self.pool(x).expand(-1, -1, x.shape[-2], x.shape[-1]))
-        return self.project(torch.cat(outs, dim=1))
+        return cast(torch.Tensor, self.project(torch.cat(outs, dim=1)))
 
 
 class DeepLabV3Plus(GeneralBranch):
@@ -96,7 +97,7 @@ class DeepLabV3Plus(GeneralBranch):
     ) -> None:
         super().__init__()
         self.encoder = encoder
-        ch = encoder.channels
+        ch = cast("dict[int, int]", encoder.channels)
         self.aspp = ASPP(ch[16], aspp_ch, rates, separable)
         self.low = ConvBNAct(ch[4], low_ch, 1)
         conv: Callable[[int, int], nn.Module] = (
@@ -111,7 +112,7 @@ class DeepLabV3Plus(GeneralBranch):
         feats = self.encoder(x)
         low = self.low(feats[4])
         high = resize(self.aspp(feats[16]), low.shape[-2:])
-        return self.decoder(torch.cat([high, low], dim=1))
+        return cast(torch.Tensor, self.decoder(torch.cat([high, low], dim=1)))
 
 
 class FCNLite(GeneralBranch):
@@ -130,7 +131,9 @@ class FCNLite(GeneralBranch):
         f = self.encoder(x)
         p = self.lateral["16"](f[16])
         p = self.smooth8(self.lateral["8"](f[8]) + resize(p, f[8].shape[-2:]))
-        return self.smooth4(self.lateral["4"](f[4]) + resize(p, f[4].shape[-2:]))
+        return cast(
+            torch.Tensor, self.smooth4(self.lateral["4"](f[4]) + resize(p, f[4].shape[-2:]))
+        )
 
 
 BranchBuilder = Callable[[int | None], GeneralBranch]

@@ -82,7 +82,9 @@ CLASS_SPECS = (
 )
 
 
-def _harmonics(u: np.ndarray, ks: tuple[int, ...], lo: float, hi: float) -> tuple:
+def _harmonics(
+    u: np.ndarray, ks: tuple[int, ...], lo: float, hi: float
+) -> tuple[tuple[int, float, float], ...]:
     return tuple(
         (k, lo + (hi - lo) * u[2 * i], 2.0 * math.pi * u[2 * i + 1]) for i, k in enumerate(ks)
     )
@@ -382,7 +384,7 @@ class GlandIndex:
         py = cy[idx, None] + ring * np.sin(_ANGLES)
         same = layout.region_points(px, py).reshape(px.shape) == label[idx, None]
         tissue = layout.tissue_points(px, py).reshape(px.shape) > layout.tissue_threshold + 0.02
-        for (k, prims, ext), keep in zip(groups, np.all(same & tissue, axis=1), strict=True):
+        for (k, members, ext), keep in zip(groups, np.all(same & tissue, axis=1), strict=True):
             if keep:
-                result[cells[k]] = (prims, float(cx[k]), float(cy[k]), ext)
+                result[cells[k]] = (members, float(cx[k]), float(cy[k]), ext)
         return result

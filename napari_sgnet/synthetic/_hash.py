@@ -8,6 +8,8 @@ neighbours.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 __all__ = ["cell_hash", "derive_key", "uniforms"]
@@ -24,7 +26,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on a ``uint64`` array (wrapping arithmetic)."""
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
+    return cast(np.ndarray, z ^ (z >> _S31))
 
 
 def derive_key(seed: int, *labels: int | str) -> int:

@@ -7,6 +7,8 @@ and a scattered-point one (gland placement); they agree bit for bit (see ``_nois
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from napari_sgnet.synthetic._hash import cell_hash, derive_key, uniforms
@@ -43,7 +45,7 @@ class Layout:
         self.config = config
         seed = config.seed
         self.width_um = config.width * config.mpp
-        self.height_um = int(config.height) * config.mpp  # type: ignore[arg-type]
+        self.height_um = int(config.rows) * config.mpp
         self.tissue = SmoothField(derive_key(seed, "tissue"), TISSUE_OCTAVES, TISSUE_CONTROL_UM)
         self.region_key = derive_key(seed, "region")
         self.edge_margin_um = min(1500.0, 0.08 * min(self.width_um, self.height_um))
@@ -65,7 +67,7 @@ class Layout:
     def _edge_penalty(self, coords: np.ndarray, extent: float) -> np.ndarray:
         distance = np.minimum(coords, extent - coords)
         ramp = np.clip(1.0 - distance / self.edge_margin_um, 0.0, None)
-        return (1.5 * ramp * ramp).astype(np.float32)
+        return cast(np.ndarray, (1.5 * ramp * ramp).astype(np.float32))
 
     def tissue_grid(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Tissue field on a grid (float32); tissue where it exceeds :attr:`tissue_threshold`."""
@@ -172,4 +174,4 @@ class Layout:
         sx, sy, label = self._sites(cx[:, None] + ox.ravel(), cy[:, None] + oy.ravel())
         d = np.square(qx[:, None] - sx.astype(np.float32))
         d += np.square(qy[:, None] - sy.astype(np.float32))
-        return label[np.arange(px.size), np.argmin(d, axis=1)]
+        return cast(np.ndarray, label[np.arange(px.size), np.argmin(d, axis=1)])

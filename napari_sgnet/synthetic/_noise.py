@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -126,7 +127,7 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = b.shape[1]
     rows = _BLAS_SERIAL_MNK // max(1, n * k)
     if rows >= m or rows < 8:
-        return a @ b
+        return cast(np.ndarray, a @ b)
     out = np.empty((m, n))
     for i in range(0, m, rows):
         np.matmul(a[i : i + rows], b, out=out[i : i + rows])
@@ -209,7 +210,7 @@ class SmoothField:
         out = d.take(np.minimum(jy, d.shape[0] - 1), axis=0)
         out *= ty[:, None]
         out += g.take(jy, axis=0)
-        return out
+        return cast(np.ndarray, out)
 
     def grid_lod(self, xs: np.ndarray, ys: np.ndarray, pixel_um: float) -> np.ndarray:
         """Like :meth:`grid` for fine grids; on grids coarser than the control lattice, the
@@ -238,7 +239,7 @@ class SmoothField:
         corner = noise_points(self.key, cx, cy, self.octaves).astype(np.float32).reshape(4, -1)
         g0 = corner[0] * (np.float32(1.0) - tx) + corner[1] * tx
         g1 = corner[2] * (np.float32(1.0) - tx) + corner[3] * tx
-        return (g1 - g0) * ty + g0
+        return cast(np.ndarray, (g1 - g0) * ty + g0)
 
 
 def periodic_tile(

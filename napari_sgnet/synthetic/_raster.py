@@ -8,6 +8,7 @@ of shapes nor the block they are drawn in can change a pixel.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -86,7 +87,9 @@ def _holes(p: Primitive, dx: np.ndarray, dy: np.ndarray, inv: float) -> np.ndarr
     radius = np.where(u[..., 0] < 0.8, radius, 0.0).astype(_F32)
     idx = (iy - iy[0])[:, None] * gx.shape[1] + (ix - ix[0])[None, :]
     d = np.hypot(fx[None, :] - jx.ravel().take(idx), fy[:, None] - jy.ravel().take(idx))
-    return np.clip(_F32(0.5) - (d - radius.ravel().take(idx)) * _F32(inv), 0.0, 1.0)
+    return cast(
+        np.ndarray, np.clip(_F32(0.5) - (d - radius.ravel().take(idx)) * _F32(inv), 0.0, 1.0)
+    )
 
 
 def draw_primitive(

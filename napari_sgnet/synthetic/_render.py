@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import cast
 
 import numpy as np
 
@@ -233,7 +234,9 @@ class Renderer:
         tile = _noise_tile(self._keys["pixel-noise"], downsample)
         n = tile.shape[0]
         rows, cols = np.arange(box.y, box.y1) % n, np.arange(box.x, box.x1) % n
-        return tile.take(rows, axis=0).take(cols, axis=1) * _F32(self.config.noise)
+        return cast(
+            np.ndarray, tile.take(rows, axis=0).take(cols, axis=1) * _F32(self.config.noise)
+        )
 
 
 @functools.lru_cache(maxsize=8)

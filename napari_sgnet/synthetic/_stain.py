@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def _rotate_about_grey(v: np.ndarray, degrees: float) -> np.ndarray:
     a = math.radians(degrees)
     r = v * math.cos(a) + np.cross(k, v) * math.sin(a) + k * np.dot(k, v) * (1 - math.cos(a))
     r = np.clip(r, 0.02, None)
-    return r / np.linalg.norm(r)
+    return cast(np.ndarray, r / np.linalg.norm(r))
 
 
 def stain_for_shift(shift: float) -> Stain:

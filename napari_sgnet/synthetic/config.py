@@ -81,12 +81,13 @@ class SynthConfig:
             except TypeError:
                 raise SynthConfigError(f"{name} must be an integer, got {value!r}") from None
         object.__setattr__(self, "class_weights", tuple(float(w) for w in self.class_weights))
+        height = self.rows
         checks = [
             (
-                self.width >= 1 and self.height >= 1,
-                f"size must be positive: {self.width}x{self.height}",
+                self.width >= 1 and height >= 1,
+                f"size must be positive: {self.width}x{height}",
             ),
-            (self.width <= 2**31 and self.height <= 2**31, "size must be below 2**31 pixels"),
+            (self.width <= 2**31 and height <= 2**31, "size must be below 2**31 pixels"),
             (math.isfinite(self.mpp) and self.mpp > 0, f"mpp must be positive, got {self.mpp}"),
             (self.chunk_size >= 16, f"chunk_size must be >= 16, got {self.chunk_size}"),
             (
@@ -122,21 +123,27 @@ class SynthConfig:
                 raise SynthConfigError(message)
 
     @property
+    def rows(self) -> int:
+        """Level-0 height in pixels (``height``, which defaults to ``width``)."""
+        assert self.height is not None  # __post_init__ fills it in
+        return self.height
+
+    @property
     def shape(self) -> tuple[int, int]:
         """Level-0 ``(height, width)``."""
-        return (int(self.height), int(self.width))  # type: ignore[arg-type]
+        return (int(self.rows), int(self.width))
 
     @property
     def downsamples(self) -> tuple[int, ...]:
         """Power-of-two downsample of each pyramid level, largest level first."""
         out = [1]
-        while max(-(-self.width // out[-1]), -(-int(self.height) // out[-1])) > self.min_level_size:
+        while max(-(-self.width // out[-1]), -(-int(self.rows) // out[-1])) > self.min_level_size:
             out.append(out[-1] * 2)
         return tuple(out)
 
     def level_shape(self, downsample: int) -> tuple[int, int]:
         """``(height, width)`` of the level with this downsample (ceil division)."""
-        return (-(-int(self.height) // downsample), -(-self.width // downsample))
+        return (-(-int(self.rows) // downsample), -(-self.width // downsample))
 
     def replace(self, **changes: Any) -> SynthConfig:
         """A copy with some fields changed."""

@@ -150,7 +150,9 @@ class SyntheticSlide:
         """The ground-truth gland mask of a level as a lazy dask array."""
         lazy = SyntheticLevel(self.renderer, self.downsamples[level], "glands")
         size = chunks or self.config.chunk_size
-        return da.from_array(lazy, chunks=(size, size), asarray=False, fancy=False)
+        return da.from_array(  # type: ignore[no-untyped-call,no-any-return]
+            lazy, chunks=(size, size), asarray=False, fancy=False
+        )
 
 
 def _level_array(renderer: Renderer, downsample: int, kind: str) -> da.Array:
@@ -158,7 +160,7 @@ def _level_array(renderer: Renderer, downsample: int, kind: str) -> da.Array:
     c = renderer.config.chunk_size
     chunks = (c, c, 3) if kind == "image" else (c, c)
     token = lazy.__dask_tokenize__()[1]
-    return da.from_array(
+    return da.from_array(  # type: ignore[no-untyped-call,no-any-return]
         lazy,
         chunks=chunks,
         asarray=False,

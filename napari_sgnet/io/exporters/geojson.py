@@ -78,9 +78,10 @@ class _Placement:
         if self.size is not None:
             xy = np.clip(xy, 0, self.size)
         xy = np.concatenate([xy, xy[:1]])  # GeoJSON rings are closed
-        if self.integral:
-            return xy.astype(np.int64).tolist()
-        return np.round(xy, 3).tolist()
+        out: list[list[float]] = (
+            xy.astype(np.int64).tolist() if self.integral else np.round(xy, 3).tolist()
+        )
+        return out
 
 
 def label_features(

@@ -158,7 +158,7 @@ def read_omezarr_labels(path: str | Path) -> LabelSource:
     path = Path(path)
     try:
         group = zarr.open_group(path, mode="r")
-        attrs = group.attrs.asdict()
+        attrs: dict[str, Any] = group.attrs.asdict()
         multiscale = parse_multiscale(attrs)
         image_label = parse_image_label(attrs)
         if image_label is None:

@@ -242,7 +242,9 @@ def as_dask(level: LevelArray, chunks: Sequence[int], stamp: Any = None) -> da.A
     """Wrap a :class:`LevelArray` as a dask array without touching its pixels."""
     name = "sgnet-" + tokenize(str(level.path), level.what, stamp, level.shape, tuple(chunks))
     meta = np.empty((0,) * level.ndim, dtype=level.dtype)
-    return da.from_array(level, chunks=tuple(chunks), name=name, asarray=False, meta=meta)
+    return da.from_array(  # type: ignore[no-untyped-call,no-any-return]
+        level, chunks=tuple(chunks), name=name, asarray=False, meta=meta
+    )
 
 
 def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
@@ -283,7 +285,7 @@ def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
     array = array[tuple(index)]
     order = [kept.index("Y"), kept.index("X")] + ([kept.index("C")] if "C" in kept else [])
     if order != list(range(len(order))):
-        array = array.transpose(order)
+        array = array.transpose(order)  # type: ignore[no-untyped-call]
     check_pixels(array.shape, array.dtype, path)
     return array
 

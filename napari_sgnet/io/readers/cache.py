@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -105,7 +105,7 @@ def downsample2(block: np.ndarray) -> np.ndarray:
     if np.issubdtype(block.dtype, np.integer):
         info = np.iinfo(block.dtype)
         mean = np.clip(np.rint(mean), info.min, info.max)
-    return mean.astype(block.dtype, copy=False)
+    return cast(np.ndarray, mean.astype(block.dtype, copy=False))
 
 
 def lazy_halvings(base: da.Array) -> list[da.Array]:
@@ -120,14 +120,15 @@ def lazy_halvings(base: da.Array) -> list[da.Array]:
         prev = levels[-1]
         row_chunks, col_chunks = prev.chunks[0], prev.chunks[1]
         if any(c % 2 for c in row_chunks[:-1]) or any(c % 2 for c in col_chunks[:-1]):
-            prev = prev.rechunk({0: 256, 1: 256})
+            prev = prev.rechunk({0: 256, 1: 256})  # type: ignore[no-untyped-call]
             row_chunks, col_chunks = prev.chunks[0], prev.chunks[1]
         out_chunks = (
             tuple((c + 1) // 2 for c in row_chunks),
             tuple((c + 1) // 2 for c in col_chunks),
             *prev.chunks[2:],
         )
-        levels.append(da.map_blocks(downsample2, prev, chunks=out_chunks, dtype=prev.dtype))
+        level = da.map_blocks(downsample2, prev, chunks=out_chunks, dtype=prev.dtype)  # type: ignore[no-untyped-call]
+        levels.append(level)
     return levels
 
 
@@ -136,7 +137,7 @@ class CacheEntry:
     """A complete cache entry: its folder, level arrays (by level index) and attributes."""
 
     path: Path
-    levels: dict[int, zarr.Array]
+    levels: dict[int, zarr.Array[Any]]
     attrs: dict[str, Any]
     built: bool
 
@@ -237,10 +238,10 @@ def _open_entry(
         return None
     sizes = plan_level_sizes(shape[0], shape[1])
     first = 0 if include_base else 1
-    levels: dict[int, zarr.Array] = {}
+    levels: dict[int, zarr.Array[Any]] = {}
     try:
         for k in range(first, len(sizes)):
-            arr = group[str(k)]  # type: ignore[index]
+            arr = cast("zarr.Array[Any]", group[str(k)])
             if tuple(arr.shape[:2]) != sizes[k] or tuple(arr.shape[2:]) != shape[2:]:
                 return None
             levels[k] = arr

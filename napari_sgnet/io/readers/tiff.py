@@ -152,7 +152,7 @@ class _Stored:
         self.stored_chunks = stored_chunks
 
 
-def _open_level(path: str, series_index: int, level: int) -> zarr.Array:
+def _open_level(path: str, series_index: int, level: int) -> zarr.Array[Any]:
     """Open one level of one series as a zarr array (also used to reopen after pickling)."""
     tf = tifffile.TiffFile(path)
     try:
@@ -162,7 +162,7 @@ def _open_level(path: str, series_index: int, level: int) -> zarr.Array:
         raise
 
 
-def _zarr_level(series: tifffile.TiffPageSeries, level: int) -> zarr.Array:
+def _zarr_level(series: tifffile.TiffPageSeries, level: int) -> zarr.Array[Any]:
     return zarr.open_array(series.aszarr(level=level), mode="r")
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from napari_sgnet.errors import OptionError
 from napari_sgnet.training.augment import AugmentConfig
@@ -125,7 +125,7 @@ class FinetuneConfig:
             warmup_steps=warmup,
             min_lr_ratio=self.min_lr_ratio,
             grad_clip=self.grad_clip,
-            loss_weights=tuple(self.loss_weights),
+            loss_weights=cast("tuple[float, float, float]", tuple(self.loss_weights)),
             seed=self.seed,
             val_every=0,
             checkpoint_every=0,

@@ -55,7 +55,7 @@ class PatchCorrections:
 
 
 SourceLike = Union[  # noqa: UP007 - a runtime alias must work on Python 3.10
-    StoreCorrections, PatchCorrections, LabelStore, PatchFolder, str, os.PathLike
+    StoreCorrections, PatchCorrections, LabelStore, PatchFolder, str, os.PathLike[str]
 ]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def _forward(
         box = box.to(device)
     with autocast(device, amp):
         logits = model(x, c, box)["logits"]
-    return (logits.argmax(dim=1) + 1).to(torch.uint8).cpu().numpy()
+    return cast(np.ndarray, (logits.argmax(dim=1) + 1).to(torch.uint8).cpu().numpy())
 
 
 @torch.no_grad()
