@@ -4,9 +4,9 @@ uint8 label ids, lossless deflate (zlib), 256 x 256 tiles, the coarser levels as
 SubIFDs (the label pyramid: 2 x 2 modes, never means). The palette travels twice:
 as the TIFF colour map (``Photometric = palette``, so viewers show class colours
 while the pixel values stay the label ids) and in the OME-XML as a ``MapAnnotation``
-(label id -> class name) plus a ``CommentAnnotation`` holding napari-sgnet's JSON
-record (palette, placement on the slide, provenance). Physical pixel size (µm) is
-set per level when the slide's µm/px is known.
+(label id -> class name; 0 is "no label": glass or not predicted) plus a
+``CommentAnnotation`` holding napari-sgnet's JSON record (palette, placement on the slide,
+provenance). Physical pixel size (µm) is set per level when the slide's µm/px is known.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.io._write_common import ome_physical_size, tiff_resolution
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
-from napari_sgnet.palette import Palette, PaletteError
+from napari_sgnet.palette import NO_LABEL_MEANING, Palette, PaletteError
 
 __all__ = ["PALETTE_NAMESPACE", "RECORD_NAMESPACE", "export_tiff", "read_tiff_record"]
 
@@ -114,7 +114,10 @@ def export_tiff(
         "Name": source.name,
         "MapAnnotation": {
             "Namespace": PALETTE_NAMESPACE,
-            "Value": {str(i + 1): c.name for i, c in enumerate(source.palette.classes)},
+            "Value": {
+                "0": NO_LABEL_MEANING,
+                **{str(i + 1): c.name for i, c in enumerate(source.palette.classes)},
+            },
         },
         "CommentAnnotation": {
             "Namespace": RECORD_NAMESPACE,
