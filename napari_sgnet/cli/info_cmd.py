@@ -25,6 +25,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--cache-dir", default=None, help="pyramid cache folder (default: $NAPARI_SGNET_CACHE)"
     )
+    parser.add_argument(
+        "--model-mpp",
+        type=float,
+        default=None,
+        help="also say which level a model at this µm/px reads, and how it is resampled",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON description instead")
     parser.set_defaults(func=run)
 
@@ -71,13 +77,23 @@ def describe(pyramid: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the pyramid summary; a bad slide raises SlideError (exit code 2 in main)."""
+    """Print the pyramid summary; a bad slide raises SlideError (exit code 2 in main).
+
+    With ``--model-mpp`` also the working level a model at that µm/px reads (a slide without
+    µm/px, or coarser than the model, is refused as the engine refuses it).
+    """
     from napari_sgnet.io import open_pyramid
+    from napari_sgnet.io.working import working_level
 
     progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
     pyramid = open_pyramid(args.slide, mpp=args.mpp, cache_dir=args.cache_dir, progress=progress)
+    model_mpp = getattr(args, "model_mpp", None)
+    work = None if model_mpp is None else working_level(pyramid, model_mpp)
     if args.json:
-        print(json.dumps(describe(pyramid), indent=2))
+        described = describe(pyramid)
+        if work is not None:
+            described["working"] = work.record()
+        print(json.dumps(described, indent=2))
         return 0
     print(pyramid.summary())
     meta = pyramid.metadata
@@ -85,4 +101,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  µm/px source: {meta.get('mpp_source') or 'unknown (pass --mpp)'}")
     if meta.get("cache_path"):
         print(f"  pyramid cache: {meta['cache_path']}")
+    if work is not None:
+        print(f"  working level for a {model_mpp:g} µm/px model: {work.describe()}")
     return 0

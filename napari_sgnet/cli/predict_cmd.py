@@ -131,8 +131,20 @@ def _summary(slide: Path, event: Any, ood: dict[str, Any] | None = None) -> dict
         if event.tissue_fraction is None
         else round(event.tissue_fraction, 4),
         "level": event.level,
+        "resolution": _resolution(event.store),
         "ood": ood,
     }
+
+
+def _resolution(store: Path) -> dict[str, Any] | None:
+    """The store's working-resolution record (µm/px, slide level read, resampling factor)."""
+    from napari_sgnet.errors import StoreError
+    from napari_sgnet.io.labelstore import LabelStore
+
+    try:
+        return LabelStore.open(store, mode="r").resolution
+    except StoreError:
+        return None
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -142,16 +154,34 @@ def _print_summary(s: dict[str, Any]) -> None:
         f"{s['cached']} already done; {s['seconds']:.1f} s, {s['mpix_per_s']:.2f} Mpix/s; "
         f"tissue {tissue}; store {s['store']}"
     )
+    if s.get("resolution"):
+        from napari_sgnet.io.working import describe_resolution
+
+        print(f"{s['slide']}: working resolution {describe_resolution(s['resolution'])}")
     if s.get("ood") is not None:
         from napari_sgnet.inference.ood import OODResult
 
         print(f"{s['slide']}: {OODResult.from_dict(s['ood']).message()}")
 
 
+def _warn_mpp_override(slide: Path, args: argparse.Namespace) -> None:
+    """Print a ``warning:`` line when ``--mpp`` is more than 2x from the file's own µm/px."""
+    if args.mpp is None:
+        return
+    from napari_sgnet.inference.prepare import open_slide
+    from napari_sgnet.io.working import mpp_override_warning
+
+    warning = mpp_override_warning(open_slide(slide, mpp=args.mpp))
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
     from tqdm import tqdm
 
     from napari_sgnet.inference import InferenceRequest, run_distributed, run_inference
+
+    _warn_mpp_override(slide, args)
 
     request = InferenceRequest(
         slide=slide,

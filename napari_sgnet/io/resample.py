@@ -264,14 +264,27 @@ class ResampledLevel:
         return int(math.prod(self.shape)) * int(self.dtype.itemsize)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Working pixels ``[y0, y1) x [x0, x1)`` (inside the level)."""
+        """Working pixels ``[y0, y1) x [x0, x1)`` (inside the level).
+
+        Working pixels past the source's last (when ``shape`` is larger than the source
+        covers, e.g. a reader that floors level sizes) repeat the last one.
+        """
         if y1 <= y0 or x1 <= x0:
             return np.zeros((max(0, y1 - y0), max(0, x1 - x0), *self.shape[2:]), self.dtype)
-        sy0, sy1 = source_span(y0, y1, self.factor, self.src_shape[0])
-        sx0, sx1 = source_span(x0, x1, self.factor, self.src_shape[1])
+        vh = reduced_size(self.src_shape[0], self.factor)
+        vw = reduced_size(self.src_shape[1], self.factor)
+        cy0, cx0 = min(y0, vh - 1), min(x0, vw - 1)
+        cy1, cx1 = max(min(y1, vh), cy0 + 1), max(min(x1, vw), cx0 + 1)
+        sy0, sy1 = source_span(cy0, cy1, self.factor, self.src_shape[0])
+        sx0, sx1 = source_span(cx0, cx1, self.factor, self.src_shape[1])
         data = self.source[sy0:sy1, sx0:sx1]
         window = np.asarray(data.compute() if hasattr(data, "compute") else data)
-        return area_reduce(window, self.factor, (y0, y1), (x0, x1), self.src_shape, self.labels)
+        out = area_reduce(window, self.factor, (cy0, cy1), (cx0, cx1), self.src_shape, self.labels)
+        if (cy0, cy1) != (y0, y1):
+            out = out[np.clip(np.arange(y0, y1), cy0, cy1 - 1) - cy0]
+        if (cx0, cx1) != (x0, x1):
+            out = out[:, np.clip(np.arange(x0, x1), cx0, cx1 - 1) - cx0]
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):

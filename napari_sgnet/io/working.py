@@ -23,12 +23,13 @@ from dask.base import tokenize
 from napari_sgnet.errors import SlideError
 from napari_sgnet.geometry import MPP_TOLERANCE, Box, source_level_for_mpp
 from napari_sgnet.io.pyramid import Pyramid, read_window
-from napari_sgnet.io.resample import ResampledLevel, integer_factor, reduced_size
+from napari_sgnet.io.resample import ResampledLevel, integer_factor
 
 __all__ = [
     "OVERRIDE_DISAGREEMENT",
     "ScaleError",
     "WorkingLevel",
+    "describe_resolution",
     "mpp_override_warning",
     "working_level",
 ]
@@ -104,15 +105,22 @@ class WorkingLevel:
     def array(self) -> Any:
         """The working level as an array-like: the level itself, or a :class:`ResampledLevel`."""
         source = self.pyramid.levels[self.level]
-        return source if self.exact else ResampledLevel(source, self.factor, self.labels)
+        if self.exact:
+            return source
+        w, h = self.size
+        return ResampledLevel(source, self.factor, self.labels, shape=(h, w))
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(width, height)`` of the working level."""
+        """``(width, height)`` of the working level.
+
+        A resampled level is ``ceil(level-0 size / downsample)``, the size a label store
+        gives its level 0 at that downsample.
+        """
         if self.exact:
             return self.pyramid.level_size(self.level)
-        w, h = self.pyramid.level_size(self.level)
-        return reduced_size(w, self.factor), reduced_size(h, self.factor)
+        ds = self.downsample
+        return int(np.ceil(self.pyramid.width / ds)), int(np.ceil(self.pyramid.height / ds))
 
     @property
     def width(self) -> int:
@@ -161,11 +169,19 @@ class WorkingLevel:
         }
 
     def describe(self) -> str:
-        """One line: ``4 µm/px (level 1 at 2 µm/px, area-averaged 2x)``."""
-        mpp = "unknown µm/px" if self.mpp is None else f"{self.mpp:.4g} µm/px"
-        src = "" if self.source_mpp is None else f" at {self.source_mpp:.4g} µm/px"
-        how = "read as it is" if self.exact else f"{self.method} {self.factor:.4g}x"
-        return f"{mpp} (level {self.level}{src}, {how})"
+        """One line, e.g. ``4 µm/px (slide level 1 at 2 µm/px, area-averaged 2x)``."""
+        return describe_resolution(self.record())
+
+
+def describe_resolution(record: dict[str, Any]) -> str:
+    """One line for a :meth:`WorkingLevel.record` (as a label store keeps it)."""
+    mpp, src = record.get("mpp"), record.get("source_mpp")
+    text = "unknown µm/px" if mpp is None else f"{mpp:.4g} µm/px"
+    at = "" if src is None else f" at {src:.4g} µm/px"
+    method, factor = record.get("resampling", "none"), float(record.get("factor", 1.0))
+    verb = {"area": "area-averaged", "mode": "mode of", "nearest": "nearest of"}.get(method)
+    how = "read as it is" if verb is None else f"{verb} {factor:.4g}x"
+    return f"{text} (slide level {record.get('source_level', 0)}{at}, {how})"
 
 
 def working_level(
