@@ -21,6 +21,7 @@ from typing import Any
 from napari_sgnet.inference.models import ModelSpec, describe_model, get_predictor
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.working import ScaleError, working_level
 from napari_sgnet.registry import (
     BUNDLED_DIR,
     ModelEntry,
@@ -104,5 +105,8 @@ def warm_up(choice: ModelChoice, device: str = "auto") -> str:
 
 
 def working_downsample(slide: Pyramid, info: ModelInfo) -> float:
-    """Downsample (slide level-0 pixels per model pixel) of the level the model runs at."""
-    return float(slide.downsamples[slide.level_for_mpp(info.mpp)])
+    """Slide level-0 pixels per model pixel at the working level the model runs at."""
+    try:
+        return working_level(slide, info.mpp, require_mpp=False).downsample
+    except ScaleError:  # coarser than the model: the run refuses it with the reason
+        return 1.0
