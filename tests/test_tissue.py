@@ -57,7 +57,7 @@ def _share(glass: np.ndarray, x0: float, x1: float, y0: float, y1: float) -> flo
 
 def test_cmu_border_glass_is_glass(cmu_glass):
     # Looked at (mask over the thumbnail): the left fifth and the right tenth of the slide are
-    # glass but for a thin strand of tissue; measured 98.6 % and 99.99 % glass.
+    # glass but for a thin strand of tissue; measured 98.5 % and 99.99 % glass.
     assert _share(cmu_glass, 0.0, 0.2, 0.0, 1.0) > 0.95
     assert _share(cmu_glass, 0.9, 1.0, 0.0, 1.0) > 0.98
     # the top-left corner holds only a speck of dust, dropped: measured 100 %
@@ -98,7 +98,7 @@ def test_synthetic_glass_precision_recall(seed, shift):
     pred, truth = mask.glass(box, ds), _true_glass(slide, ds, box)
     tp = float((pred & truth).sum())
     precision, recall = tp / pred.sum(), tp / truth.sum()
-    # measured (seeds 310-312, stain shifts 0, -1, +2): precision 0.990-0.998, recall 0.990-0.996
+    # measured (seeds 310-312, stain shifts 0, -1, +2): precision 0.991-0.998, recall 0.989-0.995
     assert precision > 0.97 and recall > 0.97, (precision, recall)
 
 

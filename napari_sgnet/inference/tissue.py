@@ -9,8 +9,8 @@ run (whole, in pieces, resumed, distributed) makes the same glass decisions:
    :data:`FALLBACK_SIDE` px.
 2. **Threshold.** Stained tissue is saturated, glass is not: tissue where the HSV
    saturation ``(max - min) / max`` of the averaged RGB exceeds the glass's own
-   saturation (the median over the bright, near-glass pixels, so a tinted or warm glass
-   is not taken for tissue) plus :data:`SATURATION_MARGIN`. A threshold can also be given.
+   saturation (a low percentile over the bright pixels, so a tinted or warm glass is not
+   taken for tissue) plus :data:`SATURATION_MARGIN`. A threshold can also be given.
    Otsu's threshold is *not* used: on a real slide the glass peak is tall and narrow, and
    Otsu's cut falls half-way to the tissue peak, dropping pale stroma and fibres.
 3. **Cleanup.** Tissue specks smaller than :data:`MIN_TISSUE_UM2` are dropped (dust,
@@ -63,6 +63,8 @@ DEFAULT_GLASS_SATURATION = 0.02
 #: must not raise the threshold above faint eosin).
 MAX_GLASS_SATURATION = 0.12
 MIN_GLASS_SHARE = 0.02
+#: Percentile of the bright pixels' saturation taken as the glass's.
+GLASS_PERCENTILE = 25.0
 #: Tissue components smaller than this (µm²) are dropped: dust and debris.
 MIN_TISSUE_UM2 = 5000.0
 #: Glass components enclosed by tissue and smaller than this (µm²) become tissue.
@@ -182,7 +184,9 @@ def _saturation(rgb: np.ndarray) -> np.ndarray:
 
 
 def glass_saturation(rgb: np.ndarray) -> float:
-    """The glass's saturation: median over bright pixels (mean OD below :data:`GLASS_MAX_OD`).
+    """The glass's saturation: the :data:`GLASS_PERCENTILE` th percentile over bright pixels
+    (mean OD below :data:`GLASS_MAX_OD`), so pale tissue among them does not count while
+    glass is at least that share of them.
 
     :data:`DEFAULT_GLASS_SATURATION` when too few pixels are that bright; at most
     :data:`MAX_GLASS_SATURATION`.
@@ -191,7 +195,8 @@ def glass_saturation(rgb: np.ndarray) -> float:
     bright = od < GLASS_MAX_OD
     if bright.mean() < MIN_GLASS_SHARE:
         return DEFAULT_GLASS_SATURATION
-    return float(min(np.median(_saturation(rgb[bright])), MAX_GLASS_SATURATION))
+    sat = np.percentile(_saturation(rgb[bright]), GLASS_PERCENTILE)
+    return float(min(sat, MAX_GLASS_SATURATION))
 
 
 def _drop_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
