@@ -17,6 +17,7 @@ import torch
 from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
 from napari_sgnet.model.checkpoint import state_digest
+from napari_sgnet.model.fuse import prepare_for_inference
 from napari_sgnet.model.runtime import UInt8Normaliser, autocast, autocast_dtype, resolve_device
 
 __all__ = ["TorchPredictor", "model_info_from_module"]
@@ -65,6 +66,11 @@ class TorchPredictor:
         Precomputed description (saves hashing the weights again).
     channels_last : bool
         Convert the model to channels-last memory format.
+    fuse : bool
+        Run a copy prepared for inference (:func:`napari_sgnet.model.fuse.prepare_for_inference`:
+        batch norm folded into the convolutions, SGNet's unused auxiliary head dropped); the
+        given module is not modified beyond eval mode and device, and ``info`` (the weights
+        digest) is that of the given module.
     """
 
     def __init__(
@@ -75,13 +81,17 @@ class TorchPredictor:
         precision: str = "auto",
         info: ModelInfo | None = None,
         channels_last: bool = True,
+        fuse: bool = True,
     ) -> None:
         self.info = info or model_info_from_module(module)
         self.device = resolve_device(device)
         self.autocast_dtype = autocast_dtype(self.device, precision)
         config = module.config
         module = module.eval().to(self.device)
-        if channels_last and self.device.type != "mps":
+        channels_last = channels_last and self.device.type != "mps"
+        if fuse:  # a folded copy: the caller's module and the digest above are untouched
+            module = prepare_for_inference(module, channels_last=channels_last)
+        elif channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
         self._normalise = UInt8Normaliser(config.mean, config.std, self.device)

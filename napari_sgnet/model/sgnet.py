@@ -90,7 +90,9 @@ class SegmentationModel(nn.Module):
         Returns
         -------
         dict
-            ``"logits"``: ``(B, K, P, P)``; with the SCB also ``"aux"``: ``(B, K, aP, aP)``.
+            ``"logits"``: ``(B, K, P, P)``; with the SCB also ``"aux"``: ``(B, K, aP, aP)``
+            (unless the auxiliary head was dropped for inference, see
+            :func:`napari_sgnet.model.fuse.prepare_for_inference`).
         """
         _check_image(local, "local", 32)
         local_hw = (local.shape[-2], local.shape[-1])
@@ -98,7 +100,7 @@ class SegmentationModel(nn.Module):
         if self.context_branch is None:
             assert self.general.classifier is not None
             return {"logits": resize(self.general.classifier(feat), local_hw)}
-        assert self.head is not None and self.aux_head is not None
+        assert self.head is not None
         if context is None:
             raise ValueError("this SGNet model needs the surrounding patch: pass context=")
         _check_image(context, "context", ContextBranch.stride)
@@ -111,10 +113,10 @@ class SegmentationModel(nn.Module):
         box = resolve_box(local_box_in_context, local.shape[0], local_hw, context_hw)
         ctx_local = crop_to_box(ctx, box, (feat.shape[-2], feat.shape[-1]), context_hw)
         logits = self.head(torch.cat([feat, ctx_local.to(feat.dtype)], dim=1))
-        return {
-            "logits": resize(logits, local_hw),
-            "aux": resize(self.aux_head(ctx), context_hw),
-        }
+        out = {"logits": resize(logits, local_hw)}
+        if self.aux_head is not None:  # None in an inference copy (model/fuse.py)
+            out["aux"] = resize(self.aux_head(ctx), context_hw)
+        return out
 
 
 def _check_image(x: torch.Tensor, name: str, multiple: int) -> None:
