@@ -162,3 +162,24 @@ def test_dock_shows_the_warning(models, make_napari_viewer, qtbot, tmp_path):
     assert "Warning" in text and "out of distribution" in text, text
     assert widget.ood_label.isVisibleTo(widget)
     widget.shutdown()
+
+
+def test_trainer_saves_calibrated_statistics(tmp_path):
+    from napari_sgnet.registry import weights_digest
+    from napari_sgnet.training.config import TrainConfig
+    from napari_sgnet.training.dataset import SlideSampler
+    from napari_sgnet.training.sources import synthetic_source
+    from napari_sgnet.training.trainer import train
+
+    cfg = _tiny_config("tiny-trained")
+    tc = TrainConfig(steps=2, batch_size=2, warmup_steps=1, val_every=0, checkpoint_every=0,
+                     device="cpu", num_threads=1, seed=1)
+    result = train(cfg, [SlideSampler(synthetic_source(0, SIZE), cfg)], tmp_path / "run", tc,
+                   val_sources=[synthetic_source(300, SIZE)], ood_tiles=32)
+    for folder in {result.best_dir, result.last_dir}:
+        ood = ModelConfig.load(folder / "config.json").ood
+        assert ood is not None and ood.colour_threshold is not None
+        assert ood.calibration["source"] == "held-out slides"
+        assert ood.calibration["held_out_slides"] == ["synthetic-300"]
+        assert ood.weights == weights_digest(folder / "model.safetensors")[:12]
+    assert result.config.ood is not None
