@@ -145,7 +145,11 @@ def test_default_model_is_the_bundled_one(files, tmp_path):
 
     bundled = ModelConfig.load(bundled_model_dir("sgnet") / "config.json")
     out = tmp_path / "o"
-    assert cli(str(files / "slide.tif"), "--out", str(out), "--no-progress") == EXIT_OK
+    # the bundled model has a µm/px and the file none: without --mpp it is refused (exit 2)
+    assert cli(str(files / "slide.tif"), "--out", str(out), "--no-progress") == EXIT_BAD_INPUT
+    assert not out.exists() or not list(out.glob("*.sgnet.zarr"))
+    slide = str(files / "slide.tif")
+    assert cli(slide, "--out", str(out), "--no-progress", "--mpp", "0.5") == EXIT_OK
     (store_path,) = out.glob("*.sgnet.zarr")
     model = LabelStore.open(store_path, mode="r").model
     assert model["name"] == bundled.name
