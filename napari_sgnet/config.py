@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ from typing import Any
 from napari_sgnet.errors import UserInputError
 from napari_sgnet.palette import GLEASON, Palette
 
-__all__ = ["CONFIG_VERSION", "ConfigError", "ModelConfig", "OODReference"]
+__all__ = [
+    "CONFIG_VERSION",
+    "STAIN_METHODS",
+    "ConfigError",
+    "ModelConfig",
+    "OODReference",
+    "StainNormalisation",
+]
 
 CONFIG_VERSION = 1
 
@@ -110,6 +118,98 @@ class OODReference:
         return cls(**kw)
 
 
+#: Stain normalisation methods a model config may ask for (see :mod:`napari_sgnet.model.stain`).
+STAIN_METHODS = ("reinhard",)
+
+
+@dataclass(frozen=True)
+class StainNormalisation:
+    """Stain normalisation applied to a model's input, in training and inference alike.
+
+    Saved in ``config.json`` as
+    ``{"method": "reinhard", "target": {"mean": [L, a, b], "std": [L, a, b]}, "min_tissue": f}``
+    and applied by :mod:`napari_sgnet.model.stain` on the device, before the ``mean``/``std``
+    normalisation (:mod:`napari_sgnet.model.runtime`).
+
+    Parameters
+    ----------
+    method : str
+        ``"reinhard"``: each image's CIELAB channels are shifted and scaled so that the mean
+        and standard deviation over its tissue pixels match ``target_mean``/``target_std``
+        (Reinhard et al. 2001, in CIELAB as most histology implementations).
+    target_mean, target_std : tuple of 3 floats
+        Target CIELAB statistics (``L`` in 0-100); fit them on reference tissue with
+        :func:`napari_sgnet.model.stain.fit_reinhard`.
+    min_tissue : float
+        Images whose tissue (stained, see ``napari_sgnet.training.dataset.tissue_pixels``)
+        covers less than this fraction are passed through unchanged: glass has no stain
+        statistics to match.
+    """
+
+    method: str
+    target_mean: tuple[float, float, float]
+    target_std: tuple[float, float, float]
+    min_tissue: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.method not in STAIN_METHODS:
+            raise ConfigError(
+                f"stain_normalisation.method must be one of {list(STAIN_METHODS)}, "
+                f"got {self.method!r}"
+            )
+        if len(self.target_mean) != 3 or len(self.target_std) != 3:
+            raise ConfigError("stain_normalisation target mean and std need 3 values (L, a, b)")
+        if min(self.target_std) <= 0 or not all(
+            math.isfinite(v) for v in (*self.target_mean, *self.target_std)
+        ):
+            raise ConfigError(
+                f"stain_normalisation target must be finite with std > 0: "
+                f"{self.target_mean}, {self.target_std}"
+            )
+        if not 0 <= self.min_tissue < 1:
+            raise ConfigError(
+                f"stain_normalisation.min_tissue must be in [0, 1), got {self.min_tissue}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description."""
+        return {
+            "method": self.method,
+            "target": {"mean": list(self.target_mean), "std": list(self.target_std)},
+            "min_tissue": self.min_tissue,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StainNormalisation:
+        """Inverse of :meth:`to_dict`; a missing target or unknown key is a :class:`ConfigError`."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"stain_normalisation must be null or a JSON object, got {type(data).__name__}"
+            )
+        unknown = set(data) - {"method", "target", "min_tissue"}
+        if unknown:
+            raise ConfigError(f"unknown stain_normalisation keys: {sorted(unknown)}")
+        method = data.get("method")
+        target = data.get("target")
+        if not isinstance(target, dict) or target.get("mean") is None or target.get("std") is None:
+            raise ConfigError(
+                f"stain_normalisation {method!r} needs a target: "
+                '"target": {"mean": [L, a, b], "std": [L, a, b]} (CIELAB statistics of '
+                "reference tissue; fit them with napari_sgnet.model.stain.fit_reinhard)"
+            )
+        try:
+            mean = tuple(float(v) for v in target["mean"])
+            std = tuple(float(v) for v in target["std"])
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"stain_normalisation target must be numbers: {exc}") from exc
+        return cls(
+            method=str(method),
+            target_mean=mean,  # type: ignore[arg-type]  # length checked in __post_init__
+            target_std=std,  # type: ignore[arg-type]
+            min_tissue=float(data.get("min_tissue", 0.05)),
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild and apply a segmentation model.
@@ -140,6 +240,9 @@ class ModelConfig:
         Provenance: data description, seeds, steps, device, time, parent model.
     metrics : dict
         Held-out metrics measured after training.
+    stain_normalisation : StainNormalisation or None
+        Stain normalisation of the input, applied identically in training and inference
+        (``None``, the default and what configs without the key load as: none).
     ood : OODReference or None
         Training-data statistics for the out-of-distribution check (``None``: the check
         cannot judge this model). Not part of the architecture hash.
@@ -162,6 +265,7 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     metrics: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     ood: OODReference | None = field(default=None, compare=False, hash=False)
+    stain_normalisation: StainNormalisation | None = None
 
     def __post_init__(self) -> None:
         if self.patch_size <= 0 or self.patch_size % 32:
@@ -199,7 +303,7 @@ class ModelConfig:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (Palette, OODReference)):
+            if isinstance(value, (Palette, OODReference, StainNormalisation)):
                 value = value.to_dict()
             elif isinstance(value, tuple):
                 value = list(value)
@@ -226,6 +330,10 @@ class ModelConfig:
                 kwargs["palette"] = Palette.from_dict(kwargs["palette"])
             if kwargs.get("ood") is not None:
                 kwargs["ood"] = OODReference.from_dict(kwargs["ood"])
+            if kwargs.get("stain_normalisation") is not None:
+                kwargs["stain_normalisation"] = StainNormalisation.from_dict(
+                    kwargs["stain_normalisation"]
+                )
             for key in ("mean", "std"):
                 if key in kwargs:
                     kwargs[key] = tuple(float(v) for v in kwargs[key])
@@ -261,4 +369,6 @@ class ModelConfig:
         arch = self.to_dict()
         for key in ("training", "metrics", "name", "ood"):
             arch.pop(key, None)
+        if arch.get("stain_normalisation") is None:  # configs from before the field hash as then
+            arch.pop("stain_normalisation", None)
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m.add_argument("--patch-size", type=int, default=None, help="local patch side (default 128)")
     m.add_argument("--mpp", type=float, default=None, help="working µm/px (default 4.0)")
     m.add_argument("--name", default=None, help="model name stored in config.json")
+    m.add_argument(
+        "--stain-normalisation",
+        choices=("none", "reinhard"),
+        default="none",
+        help="normalise every input tile's stain (training and inference alike; saved in "
+        "config.json): reinhard = match CIELAB tissue statistics to a target",
+    )
+    m.add_argument(
+        "--stain-target",
+        type=Path,
+        default=None,
+        help="the Reinhard target: a JSON file ({'mean': [L,a,b], 'std': [L,a,b]}, or a "
+        "config.json with stain_normalisation) or an RGB image of reference tissue; default: "
+        "fitted on 256 training patches",
+    )
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, default=None, help="total steps (default 2000)")
     t.add_argument("--batch-size", type=int, default=None, help="samples per step (default 8)")
@@ -173,6 +189,49 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
     return model_config, train_config
 
 
+def _with_stain(args: argparse.Namespace, config: Any, samplers: list[Any]) -> Any:
+    """``config`` with the stain normalisation ``--stain-normalisation``/``--stain-target``
+    ask for (a resumed run keeps its own)."""
+    import numpy as np
+
+    from napari_sgnet.config import ConfigError, ModelConfig, StainNormalisation
+    from napari_sgnet.model.stain import fit_reinhard
+
+    if args.resume or args.stain_normalisation == "none":
+        if args.stain_target is not None and not args.resume:
+            raise OptionError("--stain-target needs --stain-normalisation reinhard")
+        return config
+    target = args.stain_target
+    spec: StainNormalisation | None
+    if target is None:
+        rng = np.random.default_rng([int(args.seed or 0), 0x57A1])
+        patches = [samplers[int(rng.integers(len(samplers)))].sample(rng).local for _ in range(256)]
+        spec = fit_reinhard(patches)
+    elif target.suffix.lower() == ".json":
+        try:
+            data = json.loads(target.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{target}: cannot read stain target: {exc}") from exc
+        if isinstance(data, dict) and "stain_normalisation" in data:
+            spec = ModelConfig.load(target).stain_normalisation
+            if spec is None:
+                raise ConfigError(f"{target}: stain_normalisation is null: no target in it")
+        else:
+            try:
+                spec = StainNormalisation.from_dict({"method": "reinhard", "target": data})
+            except ConfigError as exc:
+                raise ConfigError(f"{target}: {exc}") from exc
+    else:
+        from napari_sgnet.io import open_pyramid
+
+        pyramid = open_pyramid(target)
+        try:
+            spec = fit_reinhard(np.asarray(pyramid.levels[-1])[..., :3])
+        except ValueError as exc:
+            raise OptionError(f"{target}: {exc}") from exc
+    return config.replace(stain_normalisation=spec)
+
+
 def run(args: argparse.Namespace) -> int:
     """Train and print where the best checkpoint went."""
     from tqdm import tqdm
@@ -196,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        model_config = _with_stain(args, model_config, samplers)
         bar = tqdm(total=train_config.steps, unit="step", dynamic_ncols=True)
 
         def progress(p: TrainProgress) -> None:

@@ -1,7 +1,8 @@
 """The torch predictor: the only module that moves tensors to a device.
 
-uint8 batches go to the device as they are (4x less traffic than float32);
-normalisation, the forward pass, softmax, argmax and confidence run there; uint8
+uint8 batches go to the device as they are (4x less traffic than float32); the
+input transform (the config's stain normalisation, if any, then mean/std:
+``model/runtime.py``), the forward pass, softmax, argmax and confidence run there; uint8
 labels and confidences come back. bf16 autocast is used where the device supports
 it, and inputs are channels-last (NHWC memory, which is how the windows arrive).
 """
@@ -18,7 +19,7 @@ from napari_sgnet.inference.predictor_base import ModelInfo
 from napari_sgnet.inference.request import RequestError
 from napari_sgnet.model.checkpoint import state_digest
 from napari_sgnet.model.fuse import prepare_for_inference
-from napari_sgnet.model.runtime import UInt8Normaliser, autocast, autocast_dtype, resolve_device
+from napari_sgnet.model.runtime import autocast, autocast_dtype, input_normaliser, resolve_device
 
 __all__ = ["TorchPredictor", "model_info_from_module"]
 
@@ -94,7 +95,8 @@ class TorchPredictor:
         elif channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module
-        self._normalise = UInt8Normaliser(config.mean, config.std, self.device)
+        # the config's stain normalisation (if any), then mean/std: the transform training used
+        self._normalise = input_normaliser(config, self.device)
         log.info("model %s on %s (%s)", self.info.name, self.device, self.autocast_dtype or "fp32")
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:

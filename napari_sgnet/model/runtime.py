@@ -13,12 +13,15 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from napari_sgnet.errors import DeviceError, UserInputError
+from napari_sgnet.model.stain import stain_normaliser
 
 __all__ = [
+    "InputNormaliser",
     "UInt8Normaliser",
     "autocast",
     "autocast_dtype",
     "gpu_count",
+    "input_normaliser",
     "normalise",
     "resolve_device",
 ]
@@ -125,11 +128,40 @@ class UInt8Normaliser:
         return torch.addcmul(self.shift, images.float(), self.scale)
 
 
-def normalise(images: torch.Tensor, config: object) -> torch.Tensor:
-    """Normalise uint8 ``(B, 3, H, W)`` images with ``config.mean``/``config.std``.
+class InputNormaliser:
+    """A model's whole input transform: its stain normalisation, if its config asks for one
+    (:mod:`napari_sgnet.model.stain`), then :class:`UInt8Normaliser`.
 
-    The same arithmetic as :class:`UInt8Normaliser` (build one of those in a hot loop).
+    Parameters
+    ----------
+    config : object
+        Anything with ``mean``/``std`` (and optionally ``stain_normalisation``): a ModelConfig.
+    device : torch.device
+        Where the input is expected.
     """
-    mean = getattr(config, "mean")  # noqa: B009 - any config with mean/std
-    std = getattr(config, "std")  # noqa: B009
-    return UInt8Normaliser(mean, std, images.device)(images)
+
+    def __init__(self, config: object, device: torch.device) -> None:
+        mean = getattr(config, "mean")  # noqa: B009 - any config with mean/std
+        std = getattr(config, "std")  # noqa: B009
+        self.stain = stain_normaliser(getattr(config, "stain_normalisation", None), device)
+        self.uint8 = UInt8Normaliser(mean, std, device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or float 0-255) ``(B, 3, H, W)`` -> normalised float32."""
+        if self.stain is not None:
+            images = self.stain(images)
+        return self.uint8(images)
+
+
+def input_normaliser(config: object, device: torch.device) -> InputNormaliser:
+    """The :class:`InputNormaliser` of ``config`` on ``device`` (build once, call per batch)."""
+    return InputNormaliser(config, device)
+
+
+def normalise(images: torch.Tensor, config: object) -> torch.Tensor:
+    """Normalise uint8 ``(B, 3, H, W)`` images as ``config`` asks: stain normalisation (when
+    ``config.stain_normalisation`` is set), then ``config.mean``/``config.std``.
+
+    The same arithmetic as :class:`InputNormaliser` (build one of those in a hot loop).
+    """
+    return InputNormaliser(config, images.device)(images)
