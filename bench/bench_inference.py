@@ -4,9 +4,11 @@ Run ``python bench/bench_inference.py`` (add ``--quick`` for a smoke run). Every
 measurement runs in its own subprocess so peak RSS is that of the method alone.
 Prints a table and, last, one JSON document.
 
-* throughput: a region of a synthetic slide, pre-rendered into memory so all three
+* throughput: a region of a synthetic slide, pre-rendered into memory so all
   methods read identical pixels with no decode cost; 256-px patches, 512-px
   context, overlap 0, batch 8, skip-glass off. Mpix/s at the model's resolution.
+  ``engine-unfused`` is the engine with the predictor's inference-time fusion off
+  (``TorchPredictor(fuse=False)``: batch norm not folded), the engine before it.
 * viewport: a 1920 x 1080 view of a lazy synthetic slide (rendering included),
   centre-first; latency to the first committed tile and to the full view.
 * rss: whole-slide runs on lazy synthetic slides up to 100k x 100k px, stopped
@@ -83,10 +85,12 @@ def child_throughput(
     base_rss = _rss_mb()
     t0 = time.perf_counter()
     c0 = time.process_time()
-    if method == "engine":
+    if method in ("engine", "engine-unfused"):
         from napari_sgnet.inference import predict_slide
         from napari_sgnet.io.labelstore import LabelStore
 
+        if method == "engine-unfused":  # before inference-time fusion (model/fuse.py)
+            model = TorchPredictor(model, device=device, info=spec.info, fuse=False)
         with tempfile.TemporaryDirectory() as tmp:
             predict_slide(
                 pyr,
@@ -245,7 +249,7 @@ def child_rss(size: int, tiles: int, device: str) -> dict:
     }
 
 
-METHODS = ("engine", "loop", "monai")
+METHODS = ("engine", "engine-unfused", "loop", "monai")
 
 
 def _best(runs: dict[str, list[dict]], model: str, tmp: str) -> list[dict]:
@@ -327,13 +331,13 @@ def main() -> None:
     }
     print(f"\nmachine: {machine}\n")
     print(
-        f"{'model':<12}{'method':<8}{'Mpix/s':>8}{'best s':>8}{'median s':>10}"
+        f"{'model':<12}{'method':<15}{'Mpix/s':>8}{'best s':>8}{'median s':>10}"
         f"{'CPU s':>8}{'peak RSS MB':>13}{'agree':>9}"
     )
     for r in results:
         if r.get("bench") == "throughput" and "error" not in r:
             print(
-                f"{r['model']:<12}{r['method']:<8}{r['mpix_per_s']:>8.3f}{r['seconds']:>8.2f}"
+                f"{r['model']:<12}{r['method']:<15}{r['mpix_per_s']:>8.3f}{r['seconds']:>8.2f}"
                 f"{r['median_seconds']:>10.2f}{r['min_cpu_seconds']:>8.2f}"
                 f"{r['peak_rss_mb']:>13.0f}{r['agreement_with_engine']:>9.4f}"
             )

@@ -9,7 +9,9 @@ and its training behaviour are untouched. Preparing:
    (:func:`fuse_conv_bn`), and removes the batch norm;
 2. drops SGNet's auxiliary head (``aux_head``): its output, the surrounding patch's
    segmentation, is a training signal that inference never reads;
-3. optionally converts the weights to channels-last memory (oneDNN's fast layout on CPUs).
+3. optionally converts the weights to channels-last memory (oneDNN's fast layout on CPUs) and
+   hands every convolution its input channels-last (a concatenation with an NCHW tensor
+   would otherwise reach a depthwise convolution as NCHW).
 
 Folding is exact in real arithmetic; in float32 the logits differ from the unfolded model's by
 rounding only (about 1e-6 relative, see ``tests/test_fuse.py`` and docs/model.md).
@@ -21,6 +23,7 @@ import copy
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -154,6 +157,21 @@ def _to_channels_last(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
 
+def _channels_last_input(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Forward pre-hook: hand a convolution its input in channels-last memory.
+
+    A concatenation of a channels-last map with an NCHW one (SGNet's head input: decoder
+    features and the resampled context features; ASPP's branches and its broadcast image
+    pooling) comes out NCHW, and oneDNN runs a depthwise convolution on NCHW input about 10x
+    slower than on NHWC. A no-op (no copy) when the input is channels-last already.
+    """
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 4 and x.device.type == "cpu":
+        if not x.is_contiguous(memory_format=torch.channels_last):
+            return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
 def prepare_for_inference(
     module: nn.Module, *, channels_last: bool = True, inplace: bool = False
 ) -> nn.Module:
@@ -170,7 +188,8 @@ def prepare_for_inference(
         built from ``nn.Sequential`` conv-BN blocks). Its weights digest is *not* that of the
         result: describe the model before preparing it.
     channels_last : bool
-        Convert 4-d weights to channels-last memory.
+        Convert 4-d weights to channels-last memory and give every CPU convolution a
+        channels-last input (a forward pre-hook; it copies only inputs that are not).
     inplace : bool
         Prepare ``module`` itself instead of a deep copy (for a module nothing else uses).
 
@@ -188,6 +207,10 @@ def prepare_for_inference(
             p.requires_grad_(False)
             if channels_last:
                 p.data = _to_channels_last(p.data)
+    if channels_last:
+        for m in out.modules():
+            if isinstance(m, nn.Conv2d):
+                m.register_forward_pre_hook(_channels_last_input)
     report = FusionReport(folded, left, dropped, channels_last)
     object.__setattr__(out, "fusion_report", report)
     log.debug("prepared %s for inference: %r", type(module).__name__, report)
