@@ -266,6 +266,40 @@ def test_the_store_records_the_working_resolution(tmp_path, pyramids):
         3, 1.0, "none")
 
 
+def test_exported_patches_are_the_pixels_the_model_saw(tmp_path, base, pyramids):
+    """Training patches from a store made on a resampled working level (1/4/16 at 4 µm/px)."""
+    from napari_sgnet.training.export_patches import export_patches
+    from napari_sgnet.training.patches import read_patch_folder
+
+    slide, path = pyramids["1/4/16"], tmp_path / "s.zarr"
+    predict_slide(slide, path, PixelRulePredictor(32, mpp=4.0), skip_glass=False)
+    store = LabelStore.open(path)
+    edit_box = Box(40, 50, 30, 20)
+    store.commit_edit(edit_box, np.full((20, 30), 2, dtype=np.uint8))
+    store.commit_edit(Box(0, 0, 6, 5), np.full((5, 6), 3, dtype=np.uint8))  # at the corner
+    folder = read_patch_folder(export_patches(store, slide, tmp_path / "p", masks="all"))
+
+    work = working_level(slide, 4.0)
+    assert (work.level, work.factor) == (1, 2.0)
+    independent = block_mean(block_mean(base, 4), 2)  # level 1, area-averaged 2x
+    assert folder.mpp == 4.0 and len(folder) >= 2
+    for item in folder:
+        box = item.local_box
+        assert item.level is None and item.mpp == 4.0  # no slide level is the working level
+        assert item.meta["resolution"] == store.resolution
+        assert item.meta["slide_box"] == [box.x * 8, box.y * 8, 32 * 8, 32 * 8]
+        np.testing.assert_array_equal(item.local, work.read(box, pad_value=255))
+        np.testing.assert_array_equal(item.local, independent[box.slices()])
+        ox, oy = item.offset
+        ctx = Box(box.x - ox, box.y - oy, *item.context.shape[1::-1])
+        np.testing.assert_array_equal(item.context, work.read(ctx, pad_value=255))
+        np.testing.assert_array_equal(item.local_mask, store.read_labels(box))
+        np.testing.assert_array_equal(item.context_mask, store.read_labels(ctx))
+    corner = next(i for i in folder if (i.local_box.x, i.local_box.y) == (0, 0))
+    assert (corner.context[:16, :16] == 255).all()  # glass past the slide's edge
+    assert (corner.local_mask[:5, :6] == 3).all()
+
+
 def test_info_shows_the_working_level(tmp_path, pyramids, capsys):
     from napari_sgnet.cli.main import main
     from napari_sgnet.io.writers import write_ome_tiff

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "WorkingLevel",
     "describe_resolution",
     "mpp_override_warning",
+    "store_working_level",
     "working_level",
 ]
 
@@ -231,8 +233,34 @@ def working_level(
             f"{target_mpp:g} µm/px the model needs (upsampling would invent detail); use a "
             "finer scan or a model trained at a coarser resolution",
         )
+    return _reduced(pyramid, level, factor, labels)
+
+
+def _reduced(pyramid: Pyramid, level: int, factor: float, labels: bool) -> WorkingLevel:
+    """``level`` reduced by ``factor``, a factor within 1e-6 of an integer taken as it."""
     k = integer_factor(factor)
     return WorkingLevel(pyramid, level, float(k) if k is not None else factor, labels)
+
+
+def store_working_level(
+    pyramid: Pyramid, resolution: Mapping[str, Any] | None, downsample: float
+) -> WorkingLevel:
+    """The working level of ``pyramid`` that a label store's level 0 was made at.
+
+    The source level and factor the store's resolution record names
+    (:meth:`WorkingLevel.record`, kept as ``LabelStore.resolution``): the very reads the
+    engine made, whatever µm/px the slide says now. A store without the record (made before
+    it was kept, or created directly) is at ``downsample`` (``LabelStore.base_downsample``):
+    the coarsest level not coarser than it, reduced by the rest.
+
+    Callers check that the result's :attr:`~WorkingLevel.size` is the store's level-0 size.
+    """
+    record = resolution or {}
+    level = record.get("source_level")
+    if isinstance(level, int) and 0 <= level < pyramid.n_levels:
+        return _reduced(pyramid, level, float(record.get("factor", 1.0)), False)
+    level = pyramid.level_for_downsample(downsample)
+    return _reduced(pyramid, level, downsample / float(pyramid.downsamples[level]), False)
 
 
 def mpp_override_warning(pyramid: Pyramid) -> str | None:

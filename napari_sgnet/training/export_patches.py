@@ -4,10 +4,11 @@ Only regions a person edited are exported (the store's ``edited`` mask). Each ed
 region's bounding box is tiled with the model's local patch size; every tile that
 holds edited pixels becomes one :class:`~napari_sgnet.training.patches.PatchItem`:
 the slide's local and surrounding crops at the model's working level (the store's
-level 0; glass past the slide edge), their label masks, and a manifest entry with
-the slide, the box (store level-0 pixels, plus slide level-0 pixels in ``meta``) and
-the model id. The folder is written with :func:`~napari_sgnet.training.patches.write_patch_folder`
-into a staging folder moved into place at the end.
+level 0, read as the engine read it: :func:`working_view`; glass past the slide edge), their
+label masks, and a manifest entry with the slide, the box (store level-0 pixels, plus slide
+level-0 pixels and the working resolution in ``meta``) and the model id. The folder is
+written with :func:`~napari_sgnet.training.patches.write_patch_folder` into a staging folder
+moved into place at the end.
 """
 
 from __future__ import annotations
@@ -20,17 +21,24 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
-from skimage.transform import resize
 
-from napari_sgnet.errors import OptionError, SlideError
+from napari_sgnet.errors import OptionError, SlideError, StoreError
 from napari_sgnet.geometry import Box, context_box, scale_box
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD
+from napari_sgnet.io.working import WorkingLevel, store_working_level
 from napari_sgnet.training.patches import MANIFEST, PatchItem, write_patch_folder
 
-__all__ = ["edited_regions", "export_patches", "open_slide", "plan_patches", "read_slide_at"]
+__all__ = [
+    "edited_regions",
+    "export_patches",
+    "open_slide",
+    "plan_patches",
+    "read_slide_at",
+    "working_view",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +118,33 @@ def plan_patches(regions: list[Box], patch_size: int, width: int, height: int) -
     return [seen[k] for k in sorted(seen)]
 
 
-def read_slide_at(slide: Pyramid, box: Box, downsample: float) -> np.ndarray:
-    """RGB crop of ``slide`` at ``downsample`` (``box`` in those pixels), glass past the edge.
+def working_view(store: LabelStore, slide: Pyramid) -> WorkingLevel:
+    """The slide's working level that is ``store``'s level 0: the pixels the model saw.
 
-    Reads the level with exactly that downsample when the slide has one; otherwise
-    the next finer level, resampled (area-averaged) to ``box``'s size.
+    Read through :func:`~napari_sgnet.io.working.store_working_level` (the engine's reader,
+    from the store's recorded resolution, else its downsample).
+
+    Raises
+    ------
+    StoreError
+        The slide's working level is not the store's level-0 grid.
     """
-    for level, ds in enumerate(slide.downsamples):
-        if math.isclose(ds, downsample, rel_tol=1e-6):
-            return _rgb(slide.read(box, level, pad_value=GLASS_PAD))
-    level = slide.level_for_downsample(downsample)
-    src = scale_box(box, downsample / slide.downsamples[level])
-    data = _rgb(slide.read(src, level, pad_value=GLASS_PAD))
-    out = resize(data, (box.h, box.w, 3), order=1, anti_aliasing=True, preserve_range=True)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    work = store_working_level(slide, store.resolution, store.base_downsample)
+    ds = store.base_downsample
+    if work.size != (store.width, store.height) or not math.isclose(
+        work.downsample, ds, rel_tol=1e-3
+    ):
+        raise StoreError(
+            store.path,
+            f"its level 0 ({store.width} x {store.height} px, downsample {ds:g}) is not "
+            f"{work.describe()} of {slide.name!r} ({work.width} x {work.height} px)",
+        )
+    return work
+
+
+def read_slide_at(work: WorkingLevel, box: Box) -> np.ndarray:
+    """RGB crop of the working level (``box`` in its pixels), glass past the edge."""
+    return _rgb(work.read(box, pad_value=GLASS_PAD))
 
 
 def _rgb(data: np.ndarray) -> np.ndarray:
@@ -191,7 +212,8 @@ def export_patches(
     Raises
     ------
     StoreError
-        If ``out`` exists (without ``overwrite``), or the store does not belong to ``slide``.
+        If ``out`` exists (without ``overwrite``), the store does not belong to ``slide``, or
+        the slide's working level is not the store's level 0 (:func:`working_view`).
     """
     if masks not in ("edited", "all"):
         raise OptionError(f"masks must be 'edited' or 'all', got {masks!r}")
@@ -201,11 +223,10 @@ def export_patches(
     regions = edited_regions(store)
     tiles = plan_patches(regions, size, store.width, store.height)
     log.info("%d edited region(s) -> %d candidate patch(es)", len(regions), len(tiles))
+    work = working_view(store, pyramid)
     ds = store.base_downsample
-    mpp = None if pyramid.mpp is None else pyramid.mpp * ds
-    level = next(
-        (i for i, d in enumerate(pyramid.downsamples) if math.isclose(d, ds, rel_tol=1e-6)), None
-    )
+    mpp = work.mpp
+    level = work.level if work.exact else None
     source = str(pyramid.source) if pyramid.source is not None else pyramid.name
 
     def items() -> Iterator[PatchItem]:
@@ -218,8 +239,8 @@ def export_patches(
             context_mask, _ = _masks(store, ctx, masks)
             offset = local.relative_to(ctx)
             yield PatchItem(
-                local=read_slide_at(pyramid, local, ds),
-                context=read_slide_at(pyramid, ctx, ds),
+                local=read_slide_at(work, local),
+                context=read_slide_at(work, ctx),
                 local_mask=local_mask,
                 context_mask=context_mask,
                 offset=(offset.x, offset.y),
@@ -231,6 +252,7 @@ def export_patches(
                 meta={
                     "slide_box": list(scale_box(local, ds).as_tuple()),
                     "base_downsample": ds,
+                    "resolution": work.record(),
                     "edited_fraction": round(float(edited.mean()), 6),
                     "masks": masks,
                     "store": str(store.path),
