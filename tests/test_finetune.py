@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from napari_sgnet.cli.main import main
-from napari_sgnet.config import ModelConfig
+from napari_sgnet.config import ModelConfig, OODReference
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
@@ -94,25 +94,45 @@ def make_store(path: Path, slide: Pyramid, truth: np.ndarray, boxes=BOXES, palet
     return store
 
 
+def with_ood_statistics(path: Path) -> OODReference:
+    """Give a checkpoint OOD statistics of its own weights, as a trained model has."""
+    cfg = ModelConfig.load(path / "config.json")
+    ref = OODReference(
+        colour_mean=(0.1,) * 6, colour_cov=tuple(tuple(float(i == j) for j in range(6))
+                                                  for i in range(6)),
+        feature_mean=(0.0,) * 4, feature_std=(1.0,) * 4, colour_threshold=3.0,
+        feature_threshold=3.0, n_tiles=8, weights=weights_digest(path)[:12],
+        calibration={"source": "test"},
+    )
+    cfg.replace(ood=ref).save(path / "config.json")
+    return ref
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     slide, truth = toy_slide()
     store = make_store(root / "toy.sgnet.zarr", slide, truth)
     base = wrong_model(root / "base")
-    return {"root": root, "slide": slide, "truth": truth, "store": store, "base": base}
+    ood = with_ood_statistics(base)
+    return {"root": root, "slide": slide, "truth": truth, "store": store, "base": base,
+            "ood": ood}
 
 
 @pytest.fixture(scope="module")
 def run(world):
     """One fine-tuning run shared by the end-to-end assertions."""
+    from napari_sgnet.training import trainer
+
     store_files = _snapshot(world["store"].path)
     base_files = _snapshot(world["base"])
-    events = []
-    result = finetune([StoreCorrections(world["store"].path, world["slide"])], world["base"],
-                      world["root"] / "models", CFG, progress=events.append)
+    events, ood_fits = [], []
+    with pytest.MonkeyPatch.context() as mp:  # record any OOD fit the trainer would make
+        mp.setattr(trainer, "_add_ood_statistics", lambda *a, **k: ood_fits.append(a))
+        result = finetune([StoreCorrections(world["store"].path, world["slide"])],
+                          world["base"], world["root"] / "models", CFG, progress=events.append)
     return {"result": result, "events": events, "store_files": store_files,
-            "base_files": base_files}
+            "base_files": base_files, "ood_fits": ood_fits}
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -241,6 +261,21 @@ def test_lineage_and_versioned_checkpoint(run, world):
     assert cfg.training["finetune"]["lr"] == CFG.lr
     assert cfg.metrics["held_out_before"]["miou"] == r.miou_before
     assert cfg.metrics["held_out_after"]["miou"] == r.miou_after
+
+
+def test_published_model_keeps_the_parents_ood_statistics(run, world):
+    """No statistics are fitted; the parent's are kept and judge the new model on colour only."""
+    from napari_sgnet.inference.models import describe_model
+    from napari_sgnet.inference.ood_check import monitor_for
+
+    assert run["ood_fits"] == []
+    path = run["result"].checkpoint
+    cfg = ModelConfig.load(path / "config.json")
+    assert cfg.ood == world["ood"] and cfg.ood.calibration == {"source": "test"}
+    assert cfg.ood.weights == weights_digest(world["base"])[:12] != weights_digest(path)[:12]
+    monitor = monitor_for(describe_model(path))
+    assert not monitor.use_features and "colour only" in monitor.note
+    assert monitor_for(describe_model(world["base"])).use_features  # the parent: its own
 
 
 def test_parent_and_store_untouched(run, world):

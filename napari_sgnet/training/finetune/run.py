@@ -11,7 +11,9 @@
    training regions and never reaching a held-out one (:mod:`.region_sampler`);
 5. score the new model on the same held-out tiles;
 6. publish a new versioned checkpoint whose config records the lineage
-   (:func:`napari_sgnet.registry.lineage_record`, :func:`napari_sgnet.registry.publish`).
+   (:func:`napari_sgnet.registry.lineage_record`, :func:`napari_sgnet.registry.publish`) and
+   keeps the parent's out-of-distribution statistics (no new ones are fitted: their feature
+   part names the parent's weights, so the new model is judged on colour only).
 
 The parent checkpoint and the stores are only read. A cancelled or failed run leaves nothing
 behind (its staging folder is removed). Safe to run on a background thread: progress arrives
@@ -223,8 +225,12 @@ class _Run:
 
         data = {"sources": [s.description for s in self.sets], "split": self.split_info}
         try:
+            # ood_tiles=0: the published config is the parent's, OOD statistics included (judged
+            # on colour only, as the feature statistics belong to the parent's weights; see
+            # inference/ood_check.monitor_for), so statistics fitted here would be thrown away.
             self.run = train(self.cfg, samplers, staging / "work", fc.train_config(),
-                             init_checkpoint=init, data_description=data, progress=on_step)
+                             init_checkpoint=init, data_description=data, progress=on_step,
+                             ood_tiles=0)
         except DataError as exc:
             raise FinetuneError(f"training data: {exc}") from exc
         tuned = load_checkpoint(self.run.last_dir, device=self.device)
