@@ -110,6 +110,7 @@ def time_interleaved(
     for name in names:
         out[name] = {
             "wall": wall[name],
+            "cpu": cpu[name],
             "cpu_util": statistics.median(
                 c / w for c, w in zip(cpu[name], wall[name], strict=True)
             ),
@@ -168,6 +169,8 @@ def forward_rows(flops: dict[str, int], batch: int, timed: dict, limits: dict) -
                 "ms_per_batch_median": round(med * 1e3, 2),
                 "ms_per_batch_min": round(best * 1e3, 2),
                 "ms_per_tile_median": round(med * 1e3 / batch, 3),
+                # process CPU time: with --threads 1 a load-robust figure on a shared machine
+                "cpu_ms_per_batch_median": round(statistics.median(t["cpu"]) * 1e3, 2),
                 "gflops_per_tile": round(flops[name] / 1e9, 4),
                 # the unfused model's count: the same work done in less time
                 "achieved_gflops_median": round(rate, 1),
@@ -188,6 +191,9 @@ def _speedup(timed: dict, a: str, b: str) -> dict:
             statistics.median(x / y for x, y in zip(wa, wb, strict=True)), 3
         ),
         "ratio_of_minima": round(min(wa) / min(wb), 3),
+        "ratio_of_cpu_medians": round(
+            statistics.median(timed[a]["cpu"]) / statistics.median(timed[b]["cpu"]), 3
+        ),
     }
 
 
