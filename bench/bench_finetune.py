@@ -85,7 +85,7 @@ def _pick_boxes(truth, side: int, k: int, seed: int):
     return [Box(x * side, y * side, side, side) for y, x in chosen]
 
 
-def _rest_of_slide(model_dir: Path, image, truth, boxes, level: int) -> dict:
+def _rest_of_slide(model_dir: Path, image, truth, boxes) -> dict:
     """mIoU of a model on the whole working level outside the corrected boxes."""
     import numpy as np
 
@@ -94,7 +94,7 @@ def _rest_of_slide(model_dir: Path, image, truth, boxes, level: int) -> dict:
     from napari_sgnet.training.evaluate import predict_level
 
     model = load_checkpoint(model_dir)
-    pred = predict_level(model, model.config, image, level, batch_size=8)
+    pred = predict_level(model, model.config, image, batch_size=8)  # at its working level
     masked = truth.copy()
     for b in boxes:
         masked[b.slices()] = 0
@@ -132,6 +132,7 @@ def main() -> int:
     from napari_sgnet.inference import predict_slide
     from napari_sgnet.io.labelstore import LabelStore
     from napari_sgnet.synthetic import SynthConfig, generate_slide
+    from napari_sgnet.training.dataset import working_views
     from napari_sgnet.training.finetune.run import FinetuneConfig, StoreCorrections, finetune
 
     torch.set_num_threads(args.threads)
@@ -148,8 +149,8 @@ def main() -> int:
     synth = SynthConfig(width=args.size, seed=args.seed, name=f"shifted-{args.seed}")
     shifted = generate_slide(synth.replace(stain_shift=args.shift))
     plain = generate_slide(synth.replace(stain_shift=0.0, name=f"plain-{args.seed}"))
-    level = shifted.image.level_for_mpp(base_cfg.mpp)
-    truth = np.asarray(shifted.labels.levels[level])
+    _, truth_level = working_views(shifted.image, shifted.labels, base_cfg.mpp)
+    truth = np.asarray(truth_level.array)
 
     print("parent predicts the shifted slide ...", flush=True)
     store_path = args.out / f"shifted-{args.seed}.sgnet.zarr"
@@ -180,9 +181,9 @@ def main() -> int:
     ft_s = time.perf_counter() - t0
 
     print("scoring the rest of the slide ...", flush=True)
-    own = _rest_of_slide(base, plain.image, truth, boxes, level)
-    before = _rest_of_slide(base, shifted.image, truth, boxes, level)
-    after = _rest_of_slide(result.checkpoint, shifted.image, truth, boxes, level)
+    own = _rest_of_slide(base, plain.image, truth, boxes)
+    before = _rest_of_slide(base, shifted.image, truth, boxes)
+    after = _rest_of_slide(result.checkpoint, shifted.image, truth, boxes)
     for d in (own, before, after):
         d.pop("_pred")
     device = result.device

@@ -58,13 +58,14 @@ def _rendered_region(side: int):
 
     from napari_sgnet.geometry import Box
     from napari_sgnet.io.pyramid import Pyramid
+    from napari_sgnet.io.working import working_level
     from napari_sgnet.synthetic import SynthConfig, generate_slide
 
     slide = generate_slide(SynthConfig(width=16384, seed=1, tissue_fraction=1.0)).image
-    level = slide.level_for_mpp(2.0)
-    w, h = slide.level_size(level)
+    work = working_level(slide, 2.0)
+    w, h = work.size
     x0, y0 = (w - side) // 2 - MARGIN, (h - side) // 2 - MARGIN
-    img = np.ascontiguousarray(slide.read(Box(x0, y0, side + 2 * MARGIN, side + 2 * MARGIN), level))
+    img = np.ascontiguousarray(work.read(Box(x0, y0, side + 2 * MARGIN, side + 2 * MARGIN)))
     pyr = Pyramid((da.from_array(img, chunks=(512, 512, 3)),), (1.0,), mpp=2.0, name="region")
     return pyr, img, Box(MARGIN, MARGIN, side, side)
 

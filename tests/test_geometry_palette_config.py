@@ -11,8 +11,8 @@ from napari_sgnet.geometry import (
     Box,
     chunk_aligned_tiles,
     context_box,
-    level_closest_to_mpp,
     scale_box,
+    source_level_for_mpp,
 )
 from napari_sgnet.palette import GLEASON, Palette, PaletteError, load_palette
 
@@ -47,12 +47,14 @@ def test_context_box_is_centred_and_alpha_sized():
     assert off.center == (110.0, 210.0) and off.contains(Box(110, 210, 1, 1))
 
 
-def test_level_closest_to_mpp_uses_log_distance():
+def test_source_level_for_mpp_reads_a_level_at_the_mpp_or_the_nearest_finer():
     ds = (1.0, 4.0, 16.0)
-    assert level_closest_to_mpp(ds, 0.5, 2.0) == 1
-    assert level_closest_to_mpp(ds, 0.5, 0.4) == 0
-    assert level_closest_to_mpp(ds, 0.5, 100.0) == 2
-    assert level_closest_to_mpp(ds, None, 2.0) == 0
+    assert source_level_for_mpp(ds, 0.5, 2.0) == (1, 1.0)  # a level at the µm/px
+    assert source_level_for_mpp(ds, 0.5, 2.01) == (1, 1.0)  # within 1%: read as it is
+    assert source_level_for_mpp(ds, 0.5, 4.0) == (1, 2.0)  # nearest finer, reduced 2x
+    assert source_level_for_mpp(ds, 0.5, 100.0) == (2, pytest.approx(12.5))
+    assert source_level_for_mpp(ds, 0.5, 0.4) == (0, pytest.approx(0.8))  # coarser: < 1
+    assert source_level_for_mpp(ds, None, 2.0) == (0, 1.0)
 
 
 def test_chunk_aligned_tiles_cover_region_exactly_once():

@@ -195,10 +195,11 @@ def source() -> SlideSource:
 
 
 def _truth(src: SlideSource, config: ModelConfig) -> tuple[int, np.ndarray]:
-    from napari_sgnet.training.dataset import working_level
+    from napari_sgnet.training.dataset import working_views
 
-    level, lab_level = working_level(src.image, src.labels, config.mpp)
-    return level, np.asarray(src.labels.levels[lab_level])
+    img, lab = working_views(src.image, src.labels, config.mpp)
+    assert img.exact and lab.exact  # the slide has levels at the model's µm/px
+    return img.level, np.asarray(lab.array)
 
 
 def test_evaluation_equals_a_numpy_computation(source):

@@ -17,6 +17,7 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.io import Pyramid, open_pyramid
 from napari_sgnet.io.readers import cache as cache_mod
 from napari_sgnet.io.readers import detect_format
+from napari_sgnet.io.working import working_level
 
 SVS = Path(__file__).resolve().parents[1] / "sample_data" / "CMU-1-Small-Region.svs"
 _META_KEYS = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
@@ -397,7 +398,8 @@ def test_single_level_svs_gets_lazy_exact_halvings() -> None:
 
     pyr = open_pyramid(SVS)
     assert pyr.downsamples == (1.0, 2.0, 4.0, 8.0)
-    assert pyr.level_for_mpp(4.0) == 3  # 0.499 * 8 ~= 4 µm/px
+    work = working_level(pyr, 4.0)  # 0.499 * 8 ~= 4 µm/px: level 3, read as it is
+    assert (work.level, work.exact) == (3, True)
     full = tifffile.imread(SVS)
     expected = downsample2(downsample2(full))
     np.testing.assert_array_equal(pyr.levels[2].compute(), expected)

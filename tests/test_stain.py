@@ -14,6 +14,7 @@ import torch
 
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, main
 from napari_sgnet.config import ConfigError, ModelConfig, StainNormalisation
+from napari_sgnet.io.working import working_level
 from napari_sgnet.model import build_model, load_checkpoint, save_checkpoint
 from napari_sgnet.model.runtime import normalise
 from napari_sgnet.model.stain import ReinhardNormaliser, fit_reinhard, lab_statistics
@@ -38,7 +39,7 @@ def tiles():
 
     def level(shift: float) -> np.ndarray:
         src = synthetic_source(300, 2048, stain_shift=shift, min_level_size=256)
-        return np.asarray(src.image.levels[src.image.level_for_mpp(4.0)])
+        return np.asarray(working_level(src.image, 4.0).array)
 
     return {s: level(s) for s in (-1.0, 0.0, 1.0)}
 

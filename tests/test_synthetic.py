@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from napari_sgnet.geometry import Box
+from napari_sgnet.io.working import working_level
 from napari_sgnet.palette import GLEASON
 from napari_sgnet.synthetic import (
     SynthConfig,
@@ -50,7 +51,7 @@ def test_pyramid_structure(moderate):
     assert lab.levels[0].shape == (16384, 16384) and lab.dtype == np.uint8
     assert img.levels[-1].shape[:2] == (1024, 1024)
     assert img.mpp == lab.mpp == 0.5
-    assert img.level_for_mpp(2.0) == 2
+    assert (working_level(img, 2.0).level, working_level(img, 2.0).exact) == (2, True)
     assert moderate.palette is GLEASON
     assert img.levels[0].chunksize == (512, 512, 3)
 
@@ -148,7 +149,7 @@ def test_glands_only_inside_graded_regions(small):
 def test_local_stroma_patch_needs_context(moderate):
     """At 2 µm/px, many 256 px local patches inside a graded region hold no gland while
     their 512 px context does: the local view is ambiguous, the context decides."""
-    level = moderate.image.level_for_mpp(2.0)
+    level = working_level(moderate.image, 2.0).level
     labels = moderate.labels.levels[level].compute()
     glands = moderate.gland_level(level).compute()
     n = ambiguous = 0

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from napari_sgnet.geometry import Box
+from napari_sgnet.io.working import working_level
 from napari_sgnet.synthetic import SynthConfig, generate_slide
 from napari_sgnet.synthetic._glands import CRIBRIFORM, GLAND, SOLID
 
@@ -125,7 +126,7 @@ def main() -> None:
     _save(strip, "synthetic_stain_shift.png")
 
     # Local patch (256 px at 2 um/px) without glands whose 2x context shows glands.
-    level = slide.image.level_for_mpp(2.0)
+    level = working_level(slide.image, 2.0).level  # a level at 2 um/px (downsample 4)
     lab = slide.labels.levels[level].compute()
     gl = slide.gland_level(level).compute()
     h, w = lab.shape
