@@ -35,6 +35,7 @@ from napari_sgnet.inference.predictor import TorchPredictor
 from napari_sgnet.inference.sampler import read_batch
 from napari_sgnet.inference.testing import PixelRulePredictor
 from napari_sgnet.inference.testing_torch import tiny_model
+from napari_sgnet.io import resample
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.resample import ResampledLevel, area_weights
@@ -128,6 +129,11 @@ def test_integer_factors_are_the_block_mean(k):
     expected = block_mean(a, k)
     np.testing.assert_array_equal(np.asarray(level), expected)
     np.testing.assert_array_equal(level[3:11, 5:13], expected[3:11, 5:13])  # any window
+    np.testing.assert_array_equal(resample.block_mean(a, k), expected)  # a whole window
+    edge = a[:-3, :-5].astype(np.float32)  # partial edge blocks average what they have
+    rows, cols = (edge.shape[0] - 1) % k + 1, (edge.shape[1] - 1) % k + 1
+    np.testing.assert_allclose(resample.block_mean(edge, k)[-1, -1],
+                               edge[-rows:, -cols:].mean(axis=(0, 1)), rtol=1e-6)
 
 
 def brute_force_area_mean(a: np.ndarray, f: Fraction) -> np.ndarray:

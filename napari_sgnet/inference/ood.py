@@ -12,7 +12,8 @@ A tile is described twice (see :class:`~napari_sgnet.config.OODReference`):
   standard deviation.
 
 Only tiles whose pixels are at least :data:`MIN_TISSUE` tissue are judged (the training
-sampler's rule), tissue being ``max(RGB) - min(RGB) > TISSUE_SATURATION`` as in training.
+sampler's rule), tissue being :func:`tissue_pixels` (``max(RGB) - min(RGB) >
+TISSUE_SATURATION``, the pixels the training sampler counts as tissue).
 A slide or a view is judged by the **median** distance of its judged tiles: it is out of
 distribution when the median exceeds the threshold, i.e. more than half its tiles are
 beyond what 99% of held-out in-distribution tiles reach (the calibration rule). A model
@@ -40,15 +41,27 @@ __all__ = [
     "colour_distances",
     "feature_distances",
     "judge",
+    "tissue_pixels",
 ]
 
-#: Pixels with ``max(RGB) - min(RGB)`` above this are tissue (training's ``tissue_pixels``).
-TISSUE_SATURATION = 25
 #: A tile is judged when at least this share of its pixels is tissue.
 MIN_TISSUE = 0.5
 IN_DISTRIBUTION = "in distribution"
 OUT_OF_DISTRIBUTION = "out of distribution"
 CANNOT_JUDGE = "cannot judge"
+#: Pixels with ``max(RGB) - min(RGB)`` above this are tissue (:func:`tissue_pixels`).
+TISSUE_SATURATION = 25
+
+
+def tissue_pixels(rgb: np.ndarray, min_saturation: int = TISSUE_SATURATION) -> np.ndarray:
+    """Stained tissue is saturated, glass is not: ``max(RGB) - min(RGB) > min_saturation``.
+
+    Pixel by pixel, on uint8 RGB of any leading shape (a tile, a batch of tiles): the rule
+    of the training sampler (``training.dataset``) and of the colour descriptors here. The
+    slide-level glass decision is :func:`napari_sgnet.inference.tissue.tissue_mask`.
+    """
+    rgb = rgb[..., :3]
+    return (rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)) > min_saturation
 
 
 def colour_descriptors(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +83,7 @@ def colour_descriptors(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rgb = np.asarray(tiles)[..., :3]
     if rgb.ndim == 3:
         rgb = rgb[None]
-    sat = rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)
-    tissue = (sat > TISSUE_SATURATION).astype(np.float64)
+    tissue = tissue_pixels(rgb).astype(np.float64)
     count = tissue.sum(axis=(1, 2))
     usable = count >= MIN_TISSUE * tissue[0].size if len(rgb) else np.zeros(0, bool)
     od = -np.log10((rgb.astype(np.float64) + 1.0) / 256.0)

@@ -35,6 +35,7 @@ import numpy as np
 from napari_sgnet.geometry import Box, scale_box
 from napari_sgnet.inference.sampler import to_rgb_uint8
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.resample import block_mean
 
 __all__ = [
     "MAX_HOLE_UM2",
@@ -141,27 +142,12 @@ def _view_plan(pyramid: Pyramid) -> tuple[int, int] | None:
     else:
         target = max(pyramid.width, pyramid.height) / FALLBACK_SIDE
     target = max(1.0, target)
-    level = 0
-    for k, ds in enumerate(pyramid.downsamples):
-        if ds <= target * (1 + 1e-6) and ds >= pyramid.downsamples[level]:
-            level = k
+    level = pyramid.level_for_downsample(target)
     factor = max(1, round(target / pyramid.downsamples[level]))
     w, h = pyramid.level_size(level)
     if w * h > MAX_SOURCE_PIXELS:
         return None
     return level, factor
-
-
-def _block_mean(rgb: np.ndarray, f: int) -> np.ndarray:
-    """Mean over ``f x f`` blocks (partial blocks at the edges average what they have)."""
-    if f == 1:
-        return rgb.astype(np.float32)
-    h, w = rgb.shape[:2]
-    rows, cols = np.arange(0, h, f), np.arange(0, w, f)
-    sums = np.add.reduceat(np.add.reduceat(rgb.astype(np.float32), rows, axis=0), cols, axis=1)
-    nr = np.minimum(rows + f, h) - rows
-    nc = np.minimum(cols + f, w) - cols
-    return sums / (nr[:, None, None] * nc[None, :, None]).astype(np.float32)
 
 
 def _averaged_view(pyramid: Pyramid, level: int, f: int) -> np.ndarray:
@@ -174,7 +160,7 @@ def _averaged_view(pyramid: Pyramid, level: int, f: int) -> np.ndarray:
     for y in range(0, h, strip):
         block = array[y : y + strip]
         data = np.asarray(block.compute() if hasattr(block, "compute") else block)
-        parts.append(_block_mean(to_rgb_uint8(data), f))
+        parts.append(block_mean(to_rgb_uint8(data).astype(np.float32), f))
     return np.concatenate(parts, axis=0)
 
 

@@ -93,10 +93,11 @@ class Pyramid:
         return level_closest_to_mpp(self.downsamples, self.mpp, target_mpp)
 
     def level_for_downsample(self, downsample: float) -> int:
-        """Index of the finest level whose downsample does not exceed ``downsample``."""
+        """Index of the coarsest level whose downsample does not exceed ``downsample``
+        (level 0 when every level's does): the level to read and reduce from."""
         best = 0
         for i, ds in enumerate(self.downsamples):
-            if ds <= downsample * (1 + 1e-6):
+            if ds <= downsample * (1 + 1e-6) and ds >= self.downsamples[best]:
                 best = i
         return best
 

@@ -32,6 +32,7 @@ __all__ = [
     "ResampledLevel",
     "area_reduce",
     "area_weights",
+    "block_mean",
     "integer_factor",
     "reduced_size",
     "source_span",
@@ -144,6 +145,14 @@ def _block_mean(window: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarra
         out: np.ndarray = ((2 * sums + count) // (2 * count)).astype(window.dtype)
         return out
     return _round_to(sums / count, window.dtype)
+
+
+def block_mean(window: np.ndarray, k: int) -> np.ndarray:
+    """The ``k x k`` block mean of a whole window, of its dtype (see :func:`area_reduce`)."""
+    if k == 1:
+        return window.copy()
+    shape = reduced_size(window.shape[0], k), reduced_size(window.shape[1], k)
+    return _block_mean(window, k, shape)
 
 
 def _block_mode(window: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:

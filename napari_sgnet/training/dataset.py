@@ -18,6 +18,7 @@ import torch
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.errors import UserInputError
 from napari_sgnet.geometry import Box
+from napari_sgnet.inference.ood import TISSUE_SATURATION, tissue_pixels
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
 from napari_sgnet.io.working import ScaleError, WorkingLevel
@@ -43,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Pixels whose ``max(RGB) - min(RGB)`` is at most this are glass (unstained).
-GLASS_SATURATION = 25
+GLASS_SATURATION = TISSUE_SATURATION
 
 #: Working levels up to this size are read into memory once (fast random windows).
 DEFAULT_CACHE_BYTES = 256 * 2**20
@@ -151,12 +152,6 @@ def in_memory_level(
     return Pyramid(
         (level_array,), (1.0,), pyramid.level_mpp(level), pyramid.source, pyramid.name
     ), 0
-
-
-def tissue_pixels(rgb: np.ndarray, min_saturation: int = GLASS_SATURATION) -> np.ndarray:
-    """Stained tissue is saturated, glass is not: ``max(RGB) - min(RGB) > min_saturation``."""
-    rgb = rgb[..., :3]
-    return (rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)) > min_saturation
 
 
 class SlideSampler:
