@@ -204,15 +204,16 @@ def _region(model: nn.Module, side: int):
 
     from napari_sgnet.geometry import Box
     from napari_sgnet.io.pyramid import Pyramid
+    from napari_sgnet.io.working import working_level
     from napari_sgnet.synthetic import SynthConfig, generate_slide
 
     mpp = float(model.config.mpp or 2.0)
     margin = model.config.context_size
     slide = generate_slide(SynthConfig(width=16384, seed=1, tissue_fraction=1.0)).image
-    level = slide.level_for_mpp(mpp)
-    w, h = slide.level_size(level)
+    work = working_level(slide, mpp)  # read (and area-reduce) at the model's µm/px
+    w, h = work.size
     x0, y0 = (w - side) // 2 - margin, (h - side) // 2 - margin
-    img = np.ascontiguousarray(slide.read(Box(x0, y0, side + 2 * margin, side + 2 * margin), level))
+    img = np.ascontiguousarray(work.read(Box(x0, y0, side + 2 * margin, side + 2 * margin)))
     pyr = Pyramid((da.from_array(img, chunks=(512, 512, 3)),), (1.0,), mpp=mpp, name="region")
     return pyr, Box(margin, margin, side, side)
 
