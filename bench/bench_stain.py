@@ -33,7 +33,7 @@ from napari_sgnet.config import ModelConfig
 from napari_sgnet.metrics import ConfusionMatrix
 from napari_sgnet.model import load_checkpoint
 from napari_sgnet.registry import find_model
-from napari_sgnet.training.dataset import tissue_pixels, working_level
+from napari_sgnet.training.dataset import tissue_pixels, working_views
 from napari_sgnet.training.evaluate import predict_level
 from napari_sgnet.training.sources import synthetic_source
 
@@ -56,9 +56,9 @@ def _conditions(shifts: tuple[float, ...], noises: tuple[float, ...]) -> list[di
 def _truth(seed: int, size: int, mpp: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth at the working level and its tissue-only copy (glass -> 0, ignored)."""
     ref = synthetic_source(seed, size, noise=0.0)
-    level, lab_level = working_level(ref.image, ref.labels, mpp)
-    truth = np.asarray(ref.labels.levels[lab_level])
-    tissue = tissue_pixels(np.asarray(ref.image.levels[level]))
+    image, labels = working_views(ref.image, ref.labels, mpp)
+    truth = np.asarray(labels.array)
+    tissue = tissue_pixels(np.asarray(image.array))
     return truth, np.where(tissue, truth, 0).astype(truth.dtype)
 
 
@@ -88,10 +88,9 @@ def sweep(
                 if config.mpp not in truths:
                     truths[config.mpp] = _truth(seed, size, config.mpp)
                 truth, tissue_truth = truths[config.mpp]
-                level, _ = working_level(src.image, src.labels, config.mpp)
                 t0 = time.perf_counter()
-                with torch.inference_mode():
-                    pred = predict_level(model, config, src.image, level, batch_size=batch_size)
+                with torch.inference_mode():  # at the working level, as the engine reads it
+                    pred = predict_level(model, config, src.image, batch_size=batch_size)
                 seconds[mi] = seconds.get(mi, 0.0) + time.perf_counter() - t0
                 if (mi, ci) not in cms:
                     names = config.palette.names

@@ -10,7 +10,9 @@
 #
 # Knobs (environment): OUT (work folder, default runs/bundled), STEPS, BATCH, THREADS (torch
 # threads per run: 1 is fastest on a shared 2-core machine), PARALLEL=1 (train both at once),
-# DEVICE (auto/cpu/cuda), INSTALL=0 (do not copy into the package).
+# DEVICE (auto/cpu/cuda), INSTALL=0 (do not copy into the package), AUGMENT (augmentation preset:
+# mild, what the shipped weights were trained with; stain, the stain-robust ranges, see
+# docs/training.md "Stain robustness": OUT=runs/stain INSTALL=0 AUGMENT=stain reproduces that run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,7 @@ THREADS=${THREADS:-1}
 PARALLEL=${PARALLEL:-1}
 DEVICE=${DEVICE:-auto}
 INSTALL=${INSTALL:-1}
+AUGMENT=${AUGMENT:-mild}
 
 TRAIN_SEEDS=0-7        # training slides
 VAL_SEEDS=100,101      # checkpoint selection (best held-out mIoU)
@@ -31,7 +34,7 @@ SIZE=16384             # 8.2 mm x 8.2 mm at 0.5 µm/px; the 4 µm/px working lev
 COMMON=(--synthetic-train-seeds "$TRAIN_SEEDS" --synthetic-val-seeds "$VAL_SEEDS" --size "$SIZE"
         --arch deeplabv3plus_small --patch-size 128 --mpp 4.0 --steps "$STEPS"
         --batch-size "$BATCH" --lr "$LR" --seed 0 --val-every 300 --checkpoint-every 300
-        --device "$DEVICE" --threads "$THREADS")
+        --device "$DEVICE" --threads "$THREADS" --augment "$AUGMENT")
 
 mkdir -p "$OUT"
 train() {  # $1 = sgnet | baseline

@@ -334,3 +334,33 @@ def test_train_cli_refuses_a_target_file_without_target_before_writing(tmp_path,
     err = capsys.readouterr().err
     assert str(bad) in err and "needs a target" in err
     assert not out.exists()
+
+
+def test_mild_preset_reproduces_the_first_weights_jitter(tiles):
+    """``AugmentConfig.mild()`` draws and applies exactly what the old jitter did (HED scale and
+    bias, then brightness/contrast, on both images), so the shipped weights stay reproducible."""
+    from napari_sgnet.training.augment import color_jitter, flip_rotate, hed_jitter
+
+    sample = _sample(_crop(tiles, 0.0, 128))
+    cfg = AugmentConfig.mild()
+    out = augment(sample, np.random.default_rng(5), cfg)
+    rng = np.random.default_rng(5)
+    flip, k = rng.random() < 0.5, int(rng.integers(4))
+    scale, bias = rng.uniform(0.95, 1.05, 3), rng.uniform(-0.004, 0.004, 3)
+    bright, contr = rng.uniform(-0.08, 0.08), rng.uniform(0.9, 1.1)
+    for image, got in ((sample.context, out.context), (sample.local, out.local)):
+        x = flip_rotate(image, flip, k).astype(np.float32) / 255
+        x = color_jitter(hed_jitter([x], scale, bias), bright, contr)[0]
+        np.testing.assert_array_equal(np.rint(x * 255).astype(np.uint8), got)
+
+
+def test_saved_augment_configs_without_the_new_keys_load_with_them_off():
+    from napari_sgnet.training.config import TrainConfig
+
+    old = {"flips": True, "rotations": True, "hed_scale": 0.05, "hed_bias": 0.004,
+           "brightness": 0.08, "contrast": 0.1}  # fmt: skip
+    assert AugmentConfig.from_dict(old) == AugmentConfig.mild()
+    assert TrainConfig.from_dict({"augment": old}).augment == AugmentConfig.mild()
+    assert AugmentConfig.preset("stain") == AugmentConfig()
+    with pytest.raises(ValueError, match="preset"):
+        AugmentConfig.preset("strong")

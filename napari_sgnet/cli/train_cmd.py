@@ -112,6 +112,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    t.add_argument(
+        "--augment",
+        choices=("stain", "mild", "geometric", "none"),
+        default=None,
+        help="augmentation preset (default stain: the stain-robust ranges of docs/training.md; "
+        "mild: the first bundled weights' jitter); a resumed run keeps its own",
+    )
     t.add_argument("--resume", action="store_true", help="continue OUT/last")
     t.add_argument("--init", type=Path, default=None, help="start from these weights")
     p.set_defaults(func=run)
@@ -185,6 +192,10 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         mpp=model_args["mpp"],
         name=args.name or kind,
     )
+    if args.augment is not None:
+        from napari_sgnet.training.augment import AugmentConfig
+
+        extra["augment"] = AugmentConfig.preset(args.augment)
     train_config = TrainConfig(**{**_TRAIN_DEFAULTS, **overrides}, **extra)
     return model_config, train_config
 

@@ -156,6 +156,32 @@ class AugmentConfig:
         return replace(cls.none(), flips=True, rotations=True)
 
     @classmethod
+    def preset(cls, name: str) -> AugmentConfig:
+        """``"stain"`` (the defaults), ``"mild"``, ``"geometric"`` or ``"none"``."""
+        if name == "stain":
+            return cls()
+        if name == "mild":
+            return cls.mild()
+        if name == "geometric":
+            return cls.geometric()
+        if name == "none":
+            return cls.none()
+        raise OptionError(
+            f"augmentation preset must be stain, mild, geometric or none, got {name!r}"
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> AugmentConfig:
+        """Inverse of ``dataclasses.asdict``. Keys a saved config lacks (it was written before
+        they existed) are **off**, not the current defaults: a resumed run keeps augmenting as
+        it did."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise OptionError(f"unknown augmentation keys: {sorted(unknown)}")
+        return replace(cls.none(), **data)  # type: ignore[arg-type]
+
+    @classmethod
     def mild(cls) -> AugmentConfig:
         """The jitter the first bundled weights were trained with (before the stain-robust
         ranges): HED scale 0.05 / bias 0.004, brightness 0.08, contrast 0.1, nothing else."""

@@ -111,7 +111,7 @@ class TrainConfig:
             raise OptionError(f"unknown train config keys: {sorted(unknown)}")
         kwargs = dict(data)
         if "augment" in kwargs and isinstance(kwargs["augment"], dict):
-            kwargs["augment"] = AugmentConfig(**kwargs["augment"])
+            kwargs["augment"] = AugmentConfig.from_dict(kwargs["augment"])
         if "loss_weights" in kwargs:
             kwargs["loss_weights"] = tuple(float(v) for v in kwargs["loss_weights"])
         return cls(**kwargs)
