@@ -14,7 +14,6 @@ __all__ = [
     "Box",
     "chunk_aligned_tiles",
     "context_box",
-    "level_closest_to_mpp",
     "scale_box",
     "source_level_for_mpp",
 ]
@@ -155,24 +154,6 @@ def context_box(local: Box, factor: float = 2.0, center: tuple[float, float] | N
     cw, ch = round(local.w * factor), round(local.h * factor)
     cx, cy = center if center is not None else local.center
     return Box(round(cx - cw / 2.0), round(cy - ch / 2.0), cw, ch)
-
-
-def level_closest_to_mpp(
-    downsamples: tuple[float, ...] | list[float],
-    base_mpp: float | None,
-    target_mpp: float | None,
-) -> int:
-    """Index of the pyramid level whose µm/px is closest to ``target_mpp``.
-
-    Closeness is measured on a log scale (a level twice too fine is as far as one
-    twice too coarse). Without a known base or target µm/px, level 0 is chosen.
-    """
-    if not downsamples:
-        raise ValueError("a pyramid needs at least one level")
-    if base_mpp is None or target_mpp is None or base_mpp <= 0 or target_mpp <= 0:
-        return 0
-    errors = [abs(math.log(base_mpp * ds / target_mpp)) for ds in downsamples]
-    return int(min(range(len(errors)), key=errors.__getitem__))
 
 
 def source_level_for_mpp(

@@ -9,7 +9,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from napari_sgnet.geometry import Box, level_closest_to_mpp
+from napari_sgnet.geometry import Box
 
 __all__ = ["Pyramid", "read_window"]
 
@@ -87,10 +87,6 @@ class Pyramid:
     def level_mpp(self, level: int) -> float | None:
         """µm/px of a level, when the base µm/px is known."""
         return None if self.mpp is None else self.mpp * self.downsamples[level]
-
-    def level_for_mpp(self, target_mpp: float | None) -> int:
-        """Index of the level closest to ``target_mpp`` (level 0 when unknown)."""
-        return level_closest_to_mpp(self.downsamples, self.mpp, target_mpp)
 
     def level_for_downsample(self, downsample: float) -> int:
         """Index of the coarsest level whose downsample does not exceed ``downsample``

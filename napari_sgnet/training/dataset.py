@@ -21,8 +21,7 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.inference.ood import TISSUE_SATURATION, tissue_pixels
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
-from napari_sgnet.io.working import ScaleError, WorkingLevel
-from napari_sgnet.io.working import working_level as working_view
+from napari_sgnet.io.working import ScaleError, WorkingLevel, working_level
 from napari_sgnet.training.augment import AugmentConfig, Sample, augment
 from napari_sgnet.training.patches import PatchFolder, PatchFolderError
 
@@ -37,7 +36,6 @@ __all__ = [
     "in_memory_level",
     "make_batch",
     "tissue_pixels",
-    "working_level",
     "working_views",
 ]
 
@@ -85,7 +83,7 @@ def working_views(
         The slide has no µm/px, is coarser than ``mpp``, or no label level fits the image's.
     """
     try:
-        img = working_view(image, mpp)
+        img = working_level(image, mpp)
     except ScaleError as exc:
         raise DataError(str(exc)) from exc
     size = img.size
@@ -93,7 +91,7 @@ def working_views(
     candidates = []
     if labels.mpp is not None:
         try:
-            candidates.append(working_view(labels, mpp, labels=True))
+            candidates.append(working_level(labels, mpp, labels=True))
         except ScaleError:
             pass
     # Same source size, same factor: the label pixels under each working pixel.
@@ -115,26 +113,6 @@ def working_views(
         f"label pyramid {labels.name!r} has no level of size {src_size[0]} x {src_size[1]} "
         f"(or {size[0]} x {size[1]}) matching level {img.level} of {image.name!r}"
     )
-
-
-def working_level(image: Pyramid, labels: Pyramid, mpp: float | None) -> tuple[int, int]:
-    """``(image level, label level)`` at the model's µm/px, for pyramids that have them.
-
-    For callers that index pyramid levels directly; :func:`working_views` serves every
-    pyramid (resampling on the fly).
-
-    Raises
-    ------
-    DataError
-        As :func:`working_views`, or when the working level is resampled (not a level).
-    """
-    img, lab = working_views(image, labels, mpp)
-    if not (img.exact and lab.exact):
-        raise DataError(
-            f"{image.name!r} has no level at {mpp:g} µm/px (the working level is "
-            f"{img.describe()}); read it through working_views"
-        )
-    return img.level, lab.level
 
 
 def in_memory_level(
