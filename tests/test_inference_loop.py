@@ -18,6 +18,7 @@ from napari_sgnet.inference.loop import iter_batches, run_tiles
 from napari_sgnet.inference.plan import grid_plan, make_plan
 from napari_sgnet.inference.sinks import ArraySink, ScoreSink, StoreSink
 from napari_sgnet.inference.testing import PixelRulePredictor, expected_pixel_rule, pattern_slide
+from napari_sgnet.inference.testing_torch import tiny_sgnet_config
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.windows import GLASS_PAD, read_local_and_context
@@ -133,16 +134,7 @@ def test_score_sink_with_target_boxes(slide):
 
 # ------------------------------------------------------------------- evaluation through it
 
-CFG = ModelConfig(
-    general_branch="fcn_lite",
-    patch_size=64,
-    mpp=4.0,
-    sci_width=32,
-    sci_heads=2,
-    sci_window=4,
-    sci_blocks=1,
-    name="tiny",
-)
+CFG = tiny_sgnet_config()
 
 
 class RedBins(nn.Module):

@@ -14,6 +14,7 @@ import torch
 
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, main
 from napari_sgnet.config import ConfigError, ModelConfig, StainNormalisation
+from napari_sgnet.inference.testing_torch import tiny_sgnet_config
 from napari_sgnet.io.working import working_level
 from napari_sgnet.model import build_model, load_checkpoint, save_checkpoint
 from napari_sgnet.model.runtime import normalise
@@ -22,15 +23,7 @@ from napari_sgnet.training.augment import HED_FROM_RGB, AugmentConfig, Sample, a
 from napari_sgnet.training.dataset import tissue_pixels
 from napari_sgnet.training.sources import synthetic_source
 
-TINY = ModelConfig(
-    general_branch="fcn_lite",
-    patch_size=64,
-    mpp=4.0,
-    sci_width=32,
-    sci_heads=2,
-    sci_blocks=1,
-    name="tiny",
-)
+TINY = tiny_sgnet_config(sci_window=ModelConfig().sci_window)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import torch
 
 from napari_sgnet.cli import evaluate_cmd, train_cmd
 from napari_sgnet.config import ModelConfig
+from napari_sgnet.inference.testing_torch import tiny_sgnet_config
 from napari_sgnet.model import load_checkpoint
 from napari_sgnet.training.augment import AugmentConfig
 from napari_sgnet.training.config import TrainConfig
@@ -22,16 +23,7 @@ from napari_sgnet.training.state import read_trainer_state
 from napari_sgnet.training.trainer import TrainError, train
 
 SIZE = 4096  # level 3 (4 µm/px) is 512 x 512
-TINY = ModelConfig(
-    general_branch="fcn_lite",
-    patch_size=64,
-    mpp=4.0,
-    sci_width=32,
-    sci_heads=2,
-    sci_window=4,
-    sci_blocks=1,
-    name="tiny",
-)
+TINY = tiny_sgnet_config()
 
 
 def tiny_train_config(**changes) -> TrainConfig:

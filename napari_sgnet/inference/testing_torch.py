@@ -13,7 +13,7 @@ from torch import nn
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.palette import GLEASON
 
-__all__ = ["TinySegNet", "tiny_model"]
+__all__ = ["TinySegNet", "tiny_model", "tiny_sgnet_config"]
 
 
 class TinySegNet(nn.Module):
@@ -54,3 +54,22 @@ def tiny_model(
         name="tiny",
     )
     return TinySegNet(config).eval()
+
+
+def tiny_sgnet_config(**overrides: object) -> ModelConfig:
+    """The smallest real SGNet configuration the tests train: ``fcn_lite``, 64 px at 4 µm/px.
+
+    One SCI block of width 32 with 2 heads and window 4; ``overrides`` replace any field.
+    """
+    fields: dict[str, object] = {
+        "general_branch": "fcn_lite",
+        "patch_size": 64,
+        "mpp": 4.0,
+        "sci_width": 32,
+        "sci_heads": 2,
+        "sci_window": 4,
+        "sci_blocks": 1,
+        "name": "tiny",
+    }
+    fields.update(overrides)
+    return ModelConfig(**fields)  # type: ignore[arg-type]
