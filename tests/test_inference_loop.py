@@ -229,16 +229,7 @@ def test_held_out_store_scoring_equals_scoring_the_predicted_level():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, size=(200, 168, 3), dtype=np.uint8)
     slide = Pyramid((da.from_array(image, chunks=(64, 64, 3)),), (1.0,), mpp=2.0, name="toy")
-    config = ModelConfig(
-        general_branch="fcn_lite",
-        patch_size=32,
-        sci_width=32,
-        sci_heads=4,
-        sci_window=4,
-        sci_blocks=1,
-        mpp=2.0,
-        name="toy",
-    )
+    config = tiny_sgnet_config(patch_size=32, sci_heads=4, mpp=2.0, name="toy")
     torch.manual_seed(1)
     model = build_model(config)
     truth = _random_truth((200, 168), seed=4)
