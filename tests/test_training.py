@@ -157,9 +157,9 @@ def test_evaluate_model_and_cli_table(trained, slides, tmp_path, capsys, monkeyp
     monkeypatch.setattr(evaluate_cmd, "_slides", lambda a: [val_src])  # the fixture's pyramid
     assert evaluate_cmd.run(args) == 0
     printed = capsys.readouterr().out
-    assert "mIoU" in printed and "seam: ratio" in printed and "tiny (SGNet)" in printed
+    assert "tissue mIoU" in printed and "seam ratio" in printed and "tiny (SGNet)" in printed
     scores = json.loads(json_path.read_text())
-    assert len(scores) == 2
+    assert [r["kind"] for r in scores.values()] == ["model", "model", "trivial", "oracle"]
     first = next(iter(scores.values()))
     assert first["miou"] == pytest.approx(res.confusion.miou(), abs=1e-6)
     recorded = ModelConfig.load(best / "config.json").metrics["test"]

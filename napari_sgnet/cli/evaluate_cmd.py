@@ -4,16 +4,23 @@ Each model predicts the slide's working level (the level closest to its µm/px) 
 inference engine into a temporary label store (``overlap`` as given, no glass skipping, so the
 model alone is scored), or with ``--simple`` (or a ``--tile-size`` other than the model's patch
 size) through :func:`napari_sgnet.training.evaluate.predict_level`, which is the engine's
-protocol with overlap 0. Scores: per-class IoU, mIoU, pixel accuracy, seam consistency on the
-tile grid (see :mod:`napari_sgnet.metrics`).
+protocol with overlap 0. Ablations (``--ablations``, :mod:`napari_sgnet.inference.ablation`)
+always run through ``predict_level``. Every figure is computed per slide and reported as mean
+± sd over slides and pooled (see :mod:`napari_sgnet.training.evaluate`): tissue-only and
+all-pixel mIoU, pixel accuracy, boundary F, per-class IoU, confusion matrix, and the seam
+figure beside the truth's and the tile-constant oracle's. Two trivial predictors are scored
+as rows: "majority class" and the "tile-constant oracle" (which uses the truth).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--size", type=int, default=16384, help="generated slide side (level-0 px)")
     p.add_argument(
+        "--synthetic-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="synthetic ground-truth convention: 1 = glass labelled stroma, 2 = glass label 0",
+    )
+    p.add_argument(
         "--model",
         action="append",
         required=True,
@@ -58,6 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="use the built-in non-overlapping tiler instead of the inference engine",
     )
+    p.add_argument(
+        "--ablations",
+        default=None,
+        help="also score context ablations of each SGNet model: a comma list of local-blank, "
+        "context-blank, context-shuffle, aux-only, or 'all'",
+    )
+    p.add_argument(
+        "--boundary-tolerance",
+        type=float,
+        default=16.0,
+        metavar="UM",
+        help="boundary F match tolerance in µm (default 16 = 4 px at 4 µm/px)",
+    )
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -83,7 +111,9 @@ def _model_dir(spec: str) -> Path:
 def _slides(args: argparse.Namespace) -> list[Any]:
     from napari_sgnet.training.sources import file_source, synthetic_source
 
-    sources = [synthetic_source(s, args.size) for s in args.synthetic_seed]
+    version = getattr(args, "synthetic_version", 1)
+    options = {"version": version} if version != 1 else {}  # SynthConfig.version, when != 1
+    sources = [synthetic_source(s, args.size, **options) for s in args.synthetic_seed]
     if args.slide is not None:
         if args.labels is None:
             raise OptionError("SLIDE needs --labels (its ground truth)")
@@ -94,7 +124,11 @@ def _slides(args: argparse.Namespace) -> list[Any]:
 
 
 def _predict_engine(
-    source: Any, model_dir: Path, args: argparse.Namespace, store_path: Path
+    source: Any,
+    model_dir: Path,
+    args: argparse.Namespace,
+    store_path: Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Any:
     from napari_sgnet.geometry import Box
     from napari_sgnet.inference.engine import predict_slide
@@ -109,27 +143,104 @@ def _predict_engine(
         device=args.device,
         skip_glass=False,
         overwrite=True,
+        progress=None if progress is None else lambda e: progress(e.tiles_done, e.tiles_total),
     )
     store = LabelStore.open(store_path, mode="r")
     return store.read_labels(Box(0, 0, store.width, store.height))
 
 
+class _Progress:
+    """One progress bar per (row, slide) on stderr: tiles done / total and elapsed."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def bar(self, desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+        """``(update(done, total), close())`` of a new bar titled ``desc``."""
+        if not self.enabled:
+            return (lambda done, total: None), (lambda: None)
+        from tqdm import tqdm
+
+        state: dict[str, Any] = {"bar": None}
+        start = time.monotonic()
+
+        def update(done: int, total: int) -> None:
+            if state["bar"] is None:
+                state["bar"] = tqdm(
+                    total=total, desc=desc, unit="tile", file=sys.stderr, dynamic_ncols=True
+                )
+            state["bar"].n = done
+            state["bar"].refresh()
+
+        def close() -> None:
+            if state["bar"] is not None:
+                state["bar"].close()
+            else:
+                print(f"{desc}: {time.monotonic() - start:.1f} s", file=sys.stderr)
+
+        return update, close
+
+
+def _scored_row(
+    scores: list[Any], refs: list[Any], info: dict[str, Any], tolerance: tuple[float, float]
+) -> dict[str, Any]:
+    """A result row: the summary plus the old pooled keys (``miou`` ... ``seams``)."""
+    from napari_sgnet.training.evaluate import summarise
+
+    summary = summarise(scores, refs)
+    pooled_all = summary["pooled"]["all_pixels"]
+    return {
+        # the figures earlier versions wrote (pooled all-pixel; seams over tissue)
+        "miou": pooled_all["miou"],
+        "pixel_accuracy": pooled_all["pixel_accuracy"],
+        "iou": pooled_all["iou"],
+        "pixels": pooled_all["pixels"],
+        "seams": summary["pooled"]["seams"],
+        **info,
+        "boundary_tolerance_um": tolerance[0],
+        "boundary_tolerance_px": tolerance[1],
+        **summary,
+    }
+
+
 def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Scores of every ``--model`` on the selected slides (pooled), keyed by model label."""
+    """Scores of every ``--model`` (and ablation, and trivial predictor), keyed by row label.
+
+    Each row holds the per-slide figures, their mean and sd over slides and the pooled
+    figures (:func:`napari_sgnet.training.evaluate.summarise`), with ``kind`` one of
+    ``model``, ``ablation``, ``trivial`` or ``oracle``.
+    """
     import numpy as np
     import torch
 
     from napari_sgnet.config import ModelConfig
+    from napari_sgnet.inference.ablation import AblatedModel, ablation_applies, parse_ablations
     from napari_sgnet.model import load_checkpoint
     from napari_sgnet.model.runtime import resolve_device
-    from napari_sgnet.training.dataset import working_views
-    from napari_sgnet.training.evaluate import EvalResult, predict_level, score_prediction
+    from napari_sgnet.training.evaluate import (
+        predict_level,
+        score_slide,
+        seam_reference,
+        slide_truth,
+    )
 
+    try:
+        ablations = parse_ablations(getattr(args, "ablations", None))
+    except ValueError as exc:
+        raise OptionError(str(exc)) from exc
+    if ablations and args.overlap:
+        raise OptionError("--ablations run the non-overlapping tiling: use --overlap 0")
+    if "context-shuffle" in ablations and args.batch_size < 2:
+        raise OptionError("context-shuffle needs --batch-size 2 or more (a derangement per batch)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    progress = _Progress(getattr(args, "progress", True))
+    tolerance_um = float(getattr(args, "boundary_tolerance", 16.0))
     sources = _slides(args)
     device = resolve_device(args.device)
     results: dict[str, dict[str, Any]] = {}
+    # (mpp, step) -> per slide (truth, tissue), for the trivial rows
+    grids: dict[tuple[float | None, int], list[tuple[np.ndarray, np.ndarray, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="sgnet-eval-") as tmp:
         for index, spec in enumerate(args.model):
             model_dir = _model_dir(spec)
@@ -137,70 +248,268 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             tile = args.tile_size or config.patch_size
             simple = args.simple or tile != config.patch_size
             step = tile if simple else config.patch_size - 2 * args.overlap
-            model = load_checkpoint(model_dir, device=device) if simple else None
-            total: EvalResult | None = None
-            for src in sources:
-                img, lab = working_views(src.image, src.labels, config.mpp)
-                if simple:
-                    image, level = img.as_pyramid()
-                    with torch.inference_mode():
-                        pred = predict_level(
-                            model, config, image, level, tile, args.batch_size, device
-                        )
-                else:
-                    store_path = Path(tmp) / f"{index}-{src.name}.zarr"
-                    pred = _predict_engine(src, model_dir, args, store_path)
-                truth = np.asarray(lab.array)
-                if pred.shape != truth.shape:
-                    raise UserInputError(
-                        f"{src.name}: prediction {pred.shape} and ground truth "
-                        f"{truth.shape} differ in size"
-                    )
-                scored = score_prediction(pred, truth, config, step)
-                total = scored if total is None else total.merge(scored)
+            model = load_checkpoint(model_dir, device=device) if simple or ablations else None
             label = f"{config.name} ({'SGNet' if config.use_context else 'baseline'})"
             while label in results:
                 label += "'"
-            assert total is not None
-            results[label] = {
-                **total.to_dict(),
+            variants: list[tuple[str, str | None, Any]] = [(label, None, None)]
+            skipped: dict[str, list[str]] = {}
+            for name in ablations:
+                why = ablation_applies(model, name)
+                if why is None:
+                    variants.append((f"{label} [{name}]", name, AblatedModel(model, name)))
+                else:
+                    skipped.setdefault(why, []).append(name)
+            notes = [f"{', '.join(names)} skipped: {why}" for why, names in skipped.items()]
+            rows: dict[str, tuple[list[Any], list[Any]]] = {v[0]: ([], []) for v in variants}
+            tolerance_px = math.nan
+            for src in sources:
+                img, truth, tissue = slide_truth(src, config.mpp)
+                mpp = img.mpp if img.mpp is not None else config.mpp
+                tolerance_px = tolerance_um / mpp if mpp else tolerance_um / 4.0
+                ref = seam_reference(truth, tissue, step)
+                grids.setdefault((config.mpp, step), [])
+                if len(grids[(config.mpp, step)]) < len(sources):
+                    grids[(config.mpp, step)].append((truth, tissue, tolerance_px))
+                for row, ablation, wrapped in variants:
+                    update, close = progress.bar(f"{row} / {src.name}")
+                    try:
+                        if ablation is None and not simple:
+                            store_path = Path(tmp) / f"{index}-{src.name}.zarr"
+                            pred = _predict_engine(src, model_dir, args, store_path, update)
+                        else:
+                            image, level = img.as_pyramid()
+                            with torch.inference_mode():
+                                pred = predict_level(
+                                    wrapped if wrapped is not None else model,
+                                    config,
+                                    image,
+                                    level,
+                                    tile,
+                                    args.batch_size,
+                                    device,
+                                    progress=update,
+                                )
+                    finally:
+                        close()
+                    if pred.shape != truth.shape:
+                        raise UserInputError(
+                            f"{src.name}: prediction {pred.shape} and ground truth "
+                            f"{truth.shape} differ in size"
+                        )
+                    score = score_slide(src.name, pred, truth, tissue, config, step, tolerance_px)
+                    rows[row][0].append(score)
+                    rows[row][1].append(ref)
+            info = {
                 "model": str(model_dir),
                 "tile": step,
                 "mpp": config.mpp,
                 "tiler": "simple" if simple else f"engine (overlap {args.overlap})",
                 "slides": [s.name for s in sources],
             }
+            for row, ablation, _ in variants:
+                results[row] = {
+                    "kind": "model" if ablation is None else "ablation",
+                    "ablation": ablation,
+                    **_scored_row(*rows[row], info, (tolerance_um, tolerance_px)),
+                }
+            if notes:
+                results[label]["ablation_notes"] = notes
+        results.update(_trivial_rows(grids, sources, args, tolerance_um))
     return results
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """Models as columns; per-class IoU, mIoU, accuracy and seam figures as rows."""
-    names = list(results)
-    first = next(iter(results.values()))
-    rows: list[tuple[str, list[str]]] = []
+def _trivial_rows(
+    grids: dict[tuple[float | None, int], list[Any]],
+    sources: list[Any],
+    args: argparse.Namespace,
+    tolerance_um: float,
+) -> dict[str, dict[str, Any]]:
+    """The "majority class" and "tile-constant oracle" rows of every (µm/px, tile) grid."""
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.metrics import tile_constant
+    from napari_sgnet.training.evaluate import (
+        majority_label,
+        majority_prediction,
+        score_slide,
+        seam_reference,
+    )
 
-    def fmt(v: Any, digits: int = 4) -> str:
-        return "-" if v is None else f"{v:.{digits}f}"
+    out: dict[str, dict[str, Any]] = {}
+    config = ModelConfig.load(_model_dir(args.model[0]) / "config.json")
+    for (mpp, step), slides in grids.items():
+        suffix = "" if len(grids) == 1 else f" ({mpp} µm/px, tile {step})"
+        majority = majority_label([t for t, _, _ in slides], [m for _, m, _ in slides])
+        rows: dict[str, tuple[str, list[Any], list[Any]]] = {
+            f"majority class{suffix}": ("trivial", [], []),
+            f"tile-constant oracle [oracle]{suffix}": ("oracle", [], []),
+        }
+        for src, (truth, tissue, tol) in zip(sources, slides, strict=True):
+            ref = seam_reference(truth, tissue, step)
+            preds = (
+                majority_prediction(tissue, majority),
+                tile_constant(truth, step, tissue & (truth > 0)),
+            )
+            for (_, scores, refs), pred in zip(rows.values(), preds, strict=True):
+                scores.append(score_slide(src.name, pred, truth, tissue, config, step, tol))
+                refs.append(ref)
+        info = {
+            "model": None,
+            "tile": step,
+            "mpp": mpp,
+            "tiler": "none",
+            "slides": [s.name for s in sources],
+        }
+        for row, (kind, scores, refs) in rows.items():
+            tol_px = slides[0][2] if slides else math.nan
+            out[row] = {
+                "kind": kind,
+                "ablation": None,
+                **_scored_row(scores, refs, info, (tolerance_um, tol_px)),
+            }
+        out[f"majority class{suffix}"]["majority_label"] = majority
+    return out
 
-    for cls in first["iou"]:
-        rows.append((f"IoU {cls}", [fmt(results[n]["iou"].get(cls)) for n in names]))
-    rows.append(("mIoU", [fmt(results[n]["miou"]) for n in names]))
-    rows.append(("pixel accuracy", [fmt(results[n]["pixel_accuracy"]) for n in names]))
-    for key, title in (
-        ("border_rate", "seam: border disagreement"),
-        ("interior_rate", "seam: interior disagreement"),
-        ("ratio", "seam: ratio (1 = no seams)"),
-    ):
-        rows.append((title, [fmt(results[n]["seams"][key]) for n in names]))
-    rows.append(("tile / tiler", [f"{results[n]['tile']} / {results[n]['tiler']}" for n in names]))
-    w0 = max(len(r[0]) for r in rows)
-    widths = [max(len(n), *(len(r[1][i]) for r in rows)) for i, n in enumerate(names)]
-    lines = ["  ".join([" " * w0, *(n.rjust(w) for n, w in zip(names, widths, strict=True))])]
+
+def _pm(mean: Any, sd: Any, digits: int = 3) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f}±{sd:.{digits}f}"
+
+
+def _grid_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
     lines.append("-" * len(lines[0]))
-    for title, values in rows:
-        cells = (v.rjust(w) for v, w in zip(values, widths, strict=True))
-        lines.append("  ".join([title.ljust(w0), *cells]))
-    return "\n".join(lines)
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    return lines
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """The readable report: the figures table, pooled figures, per-slide, per-class IoU and
+    the confusion matrices (rows truth, columns prediction, row-normalised %)."""
+    first = next(iter(results.values()))
+    n = first["n_slides"]
+    tol_um, tol_px = first["boundary_tolerance_um"], first["boundary_tolerance_px"]
+    out = [
+        f"mean±sd over {n} slide{'s' if n != 1 else ''} (sample sd; '-' sd with one slide); "
+        f"boundary F tolerance {tol_um:g} µm = {tol_px:g} px",
+        "",
+    ]
+
+    def ms(row: dict[str, Any], key: str) -> str:
+        return _pm(row["mean"].get(key), row["sd"].get(key))
+
+    header = [
+        "",
+        "tissue mIoU",
+        "all-pixel mIoU",
+        "tissue acc",
+        "boundary F",
+        "seam",
+        "seam truth",
+        "seam tile-const",
+        "seam pos",
+    ]
+    rows = [
+        [
+            name,
+            ms(r, "tissue_miou"),
+            ms(r, "all_miou"),
+            ms(r, "tissue_pixel_accuracy"),
+            ms(r, "boundary_f1"),
+            ms(r, "seam_border_rate"),
+            ms(r, "seam_truth_border_rate"),
+            ms(r, "seam_oracle_border_rate"),
+            ms(r, "seam_position"),
+        ]
+        for name, r in results.items()
+    ]
+    out += _grid_table(header, rows)
+    out.append(
+        "seam = border disagreement rate on the tile grid; seam pos: 0 = like the truth, "
+        "1 = like a tile-constant output"
+    )
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    out += ["", "pooled over slides"]
+    header = [
+        "",
+        "tissue mIoU",
+        "all-pixel mIoU",
+        "tissue acc",
+        "all-pixel acc",
+        "boundary F",
+        "seam",
+        "seam ratio",
+        "tile / tiler",
+    ]
+    rows = []
+    for name, r in results.items():
+        p = r["pooled"]
+        rows.append(
+            [
+                name,
+                fmt(p["tissue"]["miou"]),
+                fmt(p["all_pixels"]["miou"]),
+                fmt(p["tissue"]["pixel_accuracy"]),
+                fmt(p["all_pixels"]["pixel_accuracy"]),
+                fmt(p["boundary"]["f1"]),
+                fmt(p["seams"]["border_rate"]),
+                fmt(p["seams"]["ratio"]),
+                f"{r['tile']} / {r['tiler']}",
+            ]
+        )
+    out += _grid_table(header, rows)
+
+    slides = [p["slide"] for p in first["per_slide"]]
+    out += ["", "tissue mIoU per slide"]
+    rows = [[name, *(fmt(p["tissue_miou"]) for p in r["per_slide"])] for name, r in results.items()]
+    out += _grid_table(["", *slides], rows)
+
+    classes = list(first["mean"]["iou"])
+    out += ["", "tissue IoU per class (mean±sd over slides)"]
+    rows = [
+        [name, *(_pm(r["mean"]["iou"][c], r["sd"]["iou"][c]) for c in classes)]
+        for name, r in results.items()
+    ]
+    out += _grid_table(["", *classes], rows)
+
+    for name, r in results.items():
+        if r["kind"] != "model":
+            continue
+        conf = r["pooled"]["tissue"]["confusion"]
+        labels, counts = conf["labels"], conf["counts"]
+        cols = list(range(1, len(labels)))
+        if any(row[0] for row in counts[1:]):
+            cols = [0, *cols]
+        out += [
+            "",
+            f"{name}: confusion on tissue, pooled (rows truth, columns prediction, % of row)",
+        ]
+        rows = []
+        for t in range(1, len(labels)):
+            total = sum(counts[t])
+            rows.append(
+                [labels[t], *(f"{100 * counts[t][c] / total:.1f}" if total else "-" for c in cols)]
+            )
+        out += _grid_table(["truth \\ prediction", *(labels[c] for c in cols)], rows)
+        for note in r.get("ablation_notes", []):
+            out.append(f"{name}: ablations {note}")
+    return "\n".join(out)
 
 
 def _record(model_dir: Path, scores: dict[str, Any]) -> None:
@@ -211,7 +520,7 @@ def _record(model_dir: Path, scores: dict[str, Any]) -> None:
 
     path = model_dir / "config.json"
     config = ModelConfig.load(path)
-    test = {k: v for k, v in scores.items() if k != "model"}
+    test = {k: v for k, v in scores.items() if k not in ("model", "kind", "ablation")}
     updated = config.replace(metrics={**config.metrics, "test": test})
     tmp = path.with_name(".config.json.tmp")
     updated.save(tmp)
@@ -231,7 +540,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(results))
     if args.record:
         for scores in results.values():
-            _record(Path(scores["model"]), scores)
+            if scores["kind"] == "model":
+                _record(Path(scores["model"]), scores)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nscores written to {args.json}")

@@ -54,11 +54,17 @@ class DataError(UserInputError):
 
 @dataclass(frozen=True)
 class SlideSource:
-    """A slide and its ground-truth label pyramid (label ids, 0 = no label)."""
+    """A slide and its ground-truth label pyramid (label ids, 0 = no label).
+
+    ``tissue``, when given, is a bool/uint8 pyramid of the slide's tissue (non-zero = tissue,
+    levels like ``labels``'); evaluation then scores tissue pixels by it (see
+    :mod:`napari_sgnet.training.evaluate`), otherwise by ``labels > 0``.
+    """
 
     image: Pyramid
     labels: Pyramid
     name: str = ""
+    tissue: Pyramid | None = None
 
 
 class SampleSource(Protocol):
