@@ -1,4 +1,4 @@
-"""Boundary F-score (napari_sgnet.metrics.boundary_f): the properties the evaluate report relies on."""
+"""Boundary F-score (napari_sgnet.metrics.boundary_f): the properties evaluate relies on."""
 
 from __future__ import annotations
 
