@@ -113,7 +113,10 @@ def _slides(args: argparse.Namespace) -> list[Any]:
 
     version = getattr(args, "synthetic_version", 1)
     options = {"version": version} if version != 1 else {}  # SynthConfig.version, when != 1
-    sources = [synthetic_source(s, args.size, **options) for s in args.synthetic_seed]
+    try:
+        sources = [synthetic_source(s, args.size, **options) for s in args.synthetic_seed]
+    except TypeError as exc:  # a generator without SynthConfig.version
+        raise OptionError(f"--synthetic-version {version}: not supported here ({exc})") from exc
     if args.slide is not None:
         if args.labels is None:
             raise OptionError("SLIDE needs --labels (its ground truth)")
