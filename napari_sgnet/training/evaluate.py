@@ -114,7 +114,7 @@ def eval_plan(config: ModelConfig, width: int, height: int, level: int, tile: in
     """
     if tile % 32:
         raise ValueError(f"tile size must be a multiple of 32, got {tile}")
-    factor = float(config.context_factor) if config.use_context else None
+    factor = float(config.context_factor) if config.needs_context else None
     return grid_plan(width, height, patch=tile, context_factor=factor, level=level)
 
 
