@@ -19,6 +19,7 @@ from napari_sgnet.errors import UserInputError
 from napari_sgnet.palette import GLEASON, Palette
 
 __all__ = [
+    "BASELINE_INPUTS",
     "CONFIG_VERSION",
     "STAIN_METHODS",
     "ConfigError",
@@ -28,6 +29,11 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+
+#: What the baseline's general branch sees (``ModelConfig.baseline_input``): ``"local"`` the
+#: local patch at full resolution, ``"context"`` the surrounding patch downsampled to the
+#: local patch's size (SGNet's field of view at ``1 / context_factor`` of the resolution).
+BASELINE_INPUTS = ("local", "context")
 
 
 class ConfigError(UserInputError):
@@ -219,7 +225,14 @@ class ModelConfig:
     general_branch : str
         Name of the general-branch architecture in the model registry.
     use_context : bool
-        True for SGNet (general branch + surrounding-context branch), False for the baseline.
+        True for SGNet (general branch + surrounding-context branch, with the SCB and the
+        auxiliary head), False for a baseline (the general branch alone).
+    baseline_input : {"local", "context"}
+        What a baseline (``use_context=False``) feeds its general branch: ``"local"`` (the
+        default, and what configs without the key load as) the local patch; ``"context"`` the
+        surrounding patch downsampled to the local size, whose logits are then cropped to the
+        local patch (the same field of view as SGNet, ``1 / context_factor`` the resolution).
+        Must be ``"local"`` for SGNet. Part of the architecture hash only when not ``"local"``.
     palette : Palette
         The classes the model predicts (class ``k`` is label id ``k + 1``).
     patch_size : int
@@ -250,6 +263,7 @@ class ModelConfig:
 
     general_branch: str = "deeplabv3plus_small"
     use_context: bool = True
+    baseline_input: str = "local"
     palette: Palette = GLEASON
     patch_size: int = 256
     context_factor: float = 2.0
@@ -281,6 +295,16 @@ class ModelConfig:
             )
         if self.mpp is not None and self.mpp <= 0:
             raise ConfigError(f"mpp must be positive, got {self.mpp}")
+        if self.baseline_input not in BASELINE_INPUTS:
+            raise ConfigError(
+                f"baseline_input must be one of {list(BASELINE_INPUTS)}, "
+                f"got {self.baseline_input!r}"
+            )
+        if self.use_context and self.baseline_input != "local":
+            raise ConfigError(
+                f"baseline_input={self.baseline_input!r} describes a baseline: it needs "
+                "use_context=False (SGNet always reads both patches)"
+            )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std must be 3 values with std > 0: {self.mean}, {self.std}")
 
@@ -288,6 +312,21 @@ class ModelConfig:
     def num_classes(self) -> int:
         """Number of model output classes."""
         return self.palette.num_classes
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether the model reads the surrounding patch (SGNet, and the same-field-of-view
+        baseline); ``use_context`` says whether it has the context branch and auxiliary head."""
+        return self.use_context or self.baseline_input == "context"
+
+    @property
+    def kind(self) -> str:
+        """``"SGNet"``, ``"baseline (local patch)"`` or ``"baseline (same field of view)"``."""
+        if self.use_context:
+            return "SGNet"
+        if self.baseline_input == "context":
+            return "baseline (same field of view)"
+        return "baseline (local patch)"
 
     @property
     def context_size(self) -> int:
@@ -371,4 +410,6 @@ class ModelConfig:
             arch.pop(key, None)
         if arch.get("stain_normalisation") is None:  # configs from before the field hash as then
             arch.pop("stain_normalisation", None)
+        if arch.get("baseline_input") == "local":  # likewise
+            arch.pop("baseline_input", None)
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]

@@ -83,6 +83,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", default=None, help="general branch (default deeplabv3plus_small)")
     m.add_argument("--baseline", action="store_true", help="train the general branch alone")
+    m.add_argument(
+        "--baseline-input",
+        choices=("local", "context"),
+        default="local",
+        help="with --baseline: what the general branch sees: the local patch (default) or the "
+        "surrounding patch downsampled to the local size (SGNet's field of view)",
+    )
+    m.add_argument("--sci-width", type=int, default=None, help="SCI width (default 128)")
+    m.add_argument("--sci-blocks", type=int, default=None, help="SCI blocks (default 2)")
+    m.add_argument("--sci-heads", type=int, default=None, help="SCI attention heads (default 8)")
     m.add_argument("--patch-size", type=int, default=None, help="local patch side (default 128)")
     m.add_argument("--mpp", type=float, default=None, help="working µm/px (default 4.0)")
     m.add_argument("--name", default=None, help="model name stored in config.json")
@@ -185,12 +195,23 @@ def _configs(args: argparse.Namespace) -> tuple[Any, Any]:
         for k, v in _MODEL_DEFAULTS.items()
     }
     kind = "baseline" if args.baseline else "sgnet"
+    if args.baseline_input != "local" and not args.baseline:
+        raise OptionError("--baseline-input context needs --baseline")
+    if args.baseline_input == "context":
+        kind = "baseline-fov"
+    sci = {
+        f"sci_{k}": getattr(args, f"sci_{k}")
+        for k in ("width", "blocks", "heads")
+        if getattr(args, f"sci_{k}") is not None
+    }
     model_config = ModelConfig(
         general_branch=model_args["arch"],
         use_context=not args.baseline,
+        baseline_input=args.baseline_input,
         patch_size=model_args["patch_size"],
         mpp=model_args["mpp"],
         name=args.name or kind,
+        **sci,
     )
     if args.augment is not None:
         from napari_sgnet.training.augment import AugmentConfig

@@ -76,7 +76,7 @@ class ModelInfo:
             model_id=model_id(config.name, arch, weights_digest),
             config_hash=arch,
             patch_size=int(config.patch_size),
-            context_factor=float(config.context_factor) if config.use_context else None,
+            context_factor=float(config.context_factor) if config.needs_context else None,
             mpp=config.mpp,
             palette=config.palette,
         )

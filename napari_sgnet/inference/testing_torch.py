@@ -26,7 +26,7 @@ class TinySegNet(nn.Module):
         self.local = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, k, 3, padding=1)
         )
-        self.context = nn.Conv2d(3, k, 5, padding=2) if config.use_context else None
+        self.context = nn.Conv2d(3, k, 5, padding=2) if config.needs_context else None
 
     def forward(self, local: torch.Tensor, context: torch.Tensor | None = None) -> dict:
         logits = self.local(local)

@@ -151,6 +151,7 @@ def save_checkpoint(
         "architecture_hash": config.architecture_hash(),
         "general_branch": config.general_branch,
         "use_context": str(config.use_context).lower(),
+        "baseline_input": config.baseline_input,
         "num_classes": str(config.num_classes),
     }
     weights, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME

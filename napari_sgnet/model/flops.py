@@ -12,7 +12,7 @@ __all__ = ["count_flops", "count_parameters"]
 
 
 def count_flops(model: SegmentationModel, patch_size: int | None = None) -> int:
-    """Floating-point operations for one tile (one local patch, plus its context for SGNet).
+    """Floating-point operations for one tile (one local patch, plus its context if read).
 
     Counted with :class:`torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions and
     attention as ``2 x MACs``; elementwise ops, norms and resampling are not counted).
@@ -32,7 +32,7 @@ def count_flops(model: SegmentationModel, patch_size: int | None = None) -> int:
     kw = {"device": param.device, "dtype": param.dtype}
     local = torch.zeros(1, 3, p, p, **kw)
     context = None
-    if model.config.use_context:
+    if model.config.needs_context:
         a = round(p * model.config.context_factor)
         context = torch.zeros(1, 3, a, a, **kw)
     was_training = model.training

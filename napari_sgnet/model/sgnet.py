@@ -1,9 +1,10 @@
-"""SGNet (general branch + surrounding-context branch, late fusion) and its baseline."""
+"""SGNet (general branch + surrounding-context branch, late fusion) and its baselines."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from napari_sgnet.config import ModelConfig
 from napari_sgnet.model.context import ContextBranch
@@ -17,7 +18,7 @@ AUX_HEAD_WIDTH = 64
 
 
 class SegmentationModel(nn.Module):
-    """SGNet when ``config.use_context`` is true, otherwise the general-branch baseline.
+    """SGNet when ``config.use_context`` is true, otherwise a general-branch baseline.
 
     Parameters
     ----------
@@ -31,8 +32,12 @@ class SegmentationModel(nn.Module):
     patch's footprint and resampled to ``P/4`` in one bilinear step, concatenated with the
     decoder features and classified by a separable ``3x3 conv-BN-ReLU -> 1x1`` head; logits are
     upsampled bilinearly to ``P``. An auxiliary head of the same form classifies the whole
-    surrounding patch from the SCB features. The baseline classifies the decoder features with
-    the general branch's own ``1x1`` classifier.
+    surrounding patch from the SCB features. A baseline classifies the decoder features with
+    the general branch's own ``1x1`` classifier: of the local patch
+    (``config.baseline_input == "local"``), or of the surrounding patch resized (antialiased
+    bilinear) to the local patch's size (``"context"``: SGNet's field of view at
+    ``1 / context_factor`` of the resolution), whose ``P/4`` logits over the whole surrounding
+    patch are cropped to the local patch's box and resampled to ``P`` in one bilinear step.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -45,6 +50,7 @@ class SegmentationModel(nn.Module):
                 f"known: {sorted(GENERAL_BRANCHES)}"
             ) from None
         self.config = config
+        self.baseline_input = config.baseline_input
         k = config.num_classes
         self.context_branch: ContextBranch | None = None
         self.head: nn.Module | None = None
@@ -81,7 +87,7 @@ class SegmentationModel(nn.Module):
             ``(B, 3, P, P)`` normalised float; ``P`` a multiple of 32.
         context : Tensor, optional
             ``(B, 3, aP, aP)`` normalised surrounding patches (sides multiples of 16);
-            required for SGNet, ignored by the baseline.
+            required for SGNet and the same-field-of-view baseline, ignored by the local one.
         local_box_in_context : Tensor or sequence, optional
             Where each local patch sits in its surrounding patch, in context pixels:
             ``(B, 2)`` ``(x, y)`` top-left offsets or ``(B, 4)`` ``(x, y, w, h)``
@@ -96,18 +102,15 @@ class SegmentationModel(nn.Module):
         """
         _check_image(local, "local", 32)
         local_hw = (local.shape[-2], local.shape[-1])
+        if self.context_branch is None and self.baseline_input == "context":
+            return {"logits": self._same_fov_baseline(local, context, local_box_in_context)}
         feat = self.general(local)
         if self.context_branch is None:
             assert self.general.classifier is not None
             return {"logits": resize(self.general.classifier(feat), local_hw)}
         assert self.head is not None
-        if context is None:
-            raise ValueError("this SGNet model needs the surrounding patch: pass context=")
-        _check_image(context, "context", ContextBranch.stride)
-        if context.shape[0] != local.shape[0]:
-            raise ValueError(
-                f"local and context batch sizes differ: {local.shape[0]} vs {context.shape[0]}"
-            )
+        _check_context(local, context, ContextBranch.stride, "this SGNet model")
+        assert context is not None
         context_hw = (context.shape[-2], context.shape[-1])
         ctx = self.context_branch(context)
         box = resolve_box(local_box_in_context, local.shape[0], local_hw, context_hw)
@@ -117,6 +120,35 @@ class SegmentationModel(nn.Module):
         if self.aux_head is not None:  # None in an inference copy (model/fuse.py)
             out["aux"] = resize(self.aux_head(ctx), context_hw)
         return out
+
+    def _same_fov_baseline(
+        self, local: torch.Tensor, context: torch.Tensor | None, box_arg: BoxLike
+    ) -> torch.Tensor:
+        """Logits ``(B, K, P, P)`` of the local box from the downsampled surrounding patch."""
+        _check_context(local, context, 1, "the same-field-of-view baseline")
+        assert context is not None and self.general.classifier is not None
+        local_hw = (local.shape[-2], local.shape[-1])
+        context_hw = (context.shape[-2], context.shape[-1])
+        small = context
+        if context_hw != local_hw:
+            small = F.interpolate(
+                context, size=local_hw, mode="bilinear", align_corners=False, antialias=True
+            )
+        logits = self.general.classifier(self.general(small))  # (B, K, P/4, P/4) over context
+        box = resolve_box(box_arg, local.shape[0], local_hw, context_hw)
+        return crop_to_box(logits, box, local_hw, context_hw)
+
+
+def _check_context(
+    local: torch.Tensor, context: torch.Tensor | None, multiple: int, who: str
+) -> None:
+    if context is None:
+        raise ValueError(f"{who} needs the surrounding patch: pass context=")
+    _check_image(context, "context", multiple)
+    if context.shape[0] != local.shape[0]:
+        raise ValueError(
+            f"local and context batch sizes differ: {local.shape[0]} vs {context.shape[0]}"
+        )
 
 
 def _check_image(x: torch.Tensor, name: str, multiple: int) -> None:
@@ -130,7 +162,7 @@ def _check_image(x: torch.Tensor, name: str, multiple: int) -> None:
 
 
 def build_model(config: ModelConfig) -> SegmentationModel:
-    """Build SGNet (``config.use_context``) or the baseline, randomly initialised.
+    """Build SGNet (``config.use_context``) or a baseline, randomly initialised.
 
     Raises
     ------

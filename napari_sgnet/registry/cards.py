@@ -85,9 +85,19 @@ class ModelCard:
 
     @property
     def architecture(self) -> str:
-        """``"sgnet/<general branch>"`` or ``"baseline/<general branch>"``."""
-        kind = "sgnet" if self.config.use_context else "baseline"
+        """``"sgnet/<general branch>"``, ``"baseline/<general branch>"`` (local patch) or
+        ``"baseline-fov/<general branch>"`` (same field of view as SGNet)."""
+        if self.config.use_context:
+            kind = "sgnet"
+        else:
+            kind = "baseline-fov" if self.config.baseline_input == "context" else "baseline"
         return f"{kind}/{self.config.general_branch}"
+
+    @property
+    def model_kind(self) -> str:
+        """``"SGNet"``, ``"baseline (local patch)"`` or ``"baseline (same field of view)"``
+        (:attr:`ModelConfig.kind <napari_sgnet.config.ModelConfig.kind>`)."""
+        return self.config.kind
 
     @property
     def architecture_hash(self) -> str:
@@ -117,7 +127,7 @@ class ModelCard:
     @property
     def context_factor(self) -> float | None:
         """Surrounding patch side relative to the local patch; ``None`` without context."""
-        return float(self.config.context_factor) if self.config.use_context else None
+        return float(self.config.context_factor) if self.config.needs_context else None
 
     @property
     def lineage(self) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def train(
     progress: Callable[[TrainProgress], None] | None = None,
     ood_tiles: int = FIT_TILES,
 ) -> TrainResult:
-    """Train SGNet (``model_config.use_context``) or its baseline.
+    """Train SGNet (``model_config.use_context``) or a baseline (``baseline_input``).
 
     Parameters
     ----------
@@ -270,8 +270,15 @@ def _add_ood_statistics(
     held_out = [s.image for s in val_sources]
     names = [s.name or s.image.name for s in val_sources]
     for folder in sorted(folders):
-        add_ood_statistics(folder, train_sources, held_out, n_tiles=n_tiles, seed=seed,
-                           device=device, description={"held_out_slides": names})
+        add_ood_statistics(
+            folder,
+            train_sources,
+            held_out,
+            n_tiles=n_tiles,
+            seed=seed,
+            device=device,
+            description={"held_out_slides": names},
+        )
 
 
 def _load_weights(model: torch.nn.Module, path: Path, config: ModelConfig) -> None:
@@ -294,8 +301,9 @@ def _train_step(
     local_labels = batch["local_labels"].to(device, non_blocking=True)
     box = batch["local_box"].to(device)
     context = context_labels = None
-    if config.use_context:
+    if config.needs_context:  # SGNet and the same-field-of-view baseline read it
         context = normalise(batch["context"].to(device, non_blocking=True), config)
+    if config.use_context:  # only SGNet's auxiliary head is trained on its labels
         context_labels = batch["context_labels"].to(device, non_blocking=True)
     with autocast(device, amp):
         outputs = model(local, context, box)

@@ -74,7 +74,9 @@ def recalibrate_batchnorm(
         for i in range(batches):
             batch = make_batch(sources, batch_size, seed, first_step + i, AugmentConfig.none())
             local = normalise(batch["local"].to(device), config)
-            context = normalise(batch["context"].to(device), config) if config.use_context else None
+            context = (
+                normalise(batch["context"].to(device), config) if config.needs_context else None
+            )
             with autocast(device, amp):
                 model(local, context, batch["local_box"].to(device))
     finally:

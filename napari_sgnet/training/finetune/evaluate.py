@@ -80,9 +80,9 @@ def _forward(
         return normalise(t.contiguous().to(device), config)
 
     x = stack(locals_)
-    c = stack(contexts) if config.use_context else None
+    c = stack(contexts) if config.needs_context else None
     box = None
-    if offsets is not None and config.use_context:
+    if offsets is not None and config.needs_context:
         p = config.patch_size
         box = torch.tensor([[ox, oy, p, p] for ox, oy in offsets], dtype=torch.float32)
         box = box.to(device)
