@@ -6,13 +6,18 @@ bare forward before fusion (eval mode, channels-last: what the predictor ran bef
 matmul rate (a large ``torch.mm`` timed the same way) and copy bandwidth, a profile of the
 fused forward by kind of operation, and the engine end to end (``predict_slide`` on a rendered
 region, fused vs unfused predictor). ``--variants`` adds issue 11's table: the forward time of
-dense vs depthwise general branches and widths. Before/after runs are interleaved in one
+dense vs depthwise general branches and widths. ``--candidates`` instead times whole SGNet
+candidates for the retrained weights (issue 10 part 5), fused, against the bundled model fused
+and unfused: GFLOP/tile, parameters, ms per batch, GFLOP/s and the ratio to the bundled unfused
+forward of the same run and to the documented 48.9 ms. Before/after runs are interleaved in one
 process (so a change of load hits both), medians are reported with the minimum, and the load
 average and CPU utilisation say whether the machine was shared. Prints a table, then JSON.
 
     python bench/bench_cpu.py                 # 2 threads, batch 8
     python bench/bench_cpu.py --quick         # smoke run
     python bench/bench_cpu.py --variants      # + dense vs depthwise, widths (issue 11)
+    python bench/bench_cpu.py --candidates    # only the SGNet candidates table (issue 10)
+    python bench/bench_cpu.py --candidates --candidate-config runs/x/best/config.json
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ def _inputs(
     cfg = model.config
     p = cfg.patch_size
     local = torch.randn(batch, 3, p, p, generator=g).contiguous(memory_format=CL)
-    if not cfg.use_context:
+    if not cfg.needs_context:
         return local, None
     a = cfg.context_size
     return local, torch.randn(batch, 3, a, a, generator=g).contiguous(memory_format=CL)
@@ -341,6 +346,140 @@ def variants_table(patch: int, batch: int, repeats: int, limits: dict) -> list[d
     return rows
 
 
+#: The bundled unfused forward on the quiet machine (docs/benchmarks.md): issue 10's reference.
+OLD_UNFUSED_MS = 48.9
+
+#: SGNet candidates for the retrained weights: name -> ModelConfig changes to the bundled config.
+CANDIDATES: dict[str, dict] = {
+    "deeplabv3plus_small, SCI 64 x 1": {"sci_width": 64, "sci_blocks": 1},
+    "fcn_lite, SCI 64 x 1": {"general_branch": "fcn_lite", "sci_width": 64, "sci_blocks": 1},
+    "vgg_fpn, SCI 128 x 2": {"general_branch": "vgg_fpn"},
+    "vgg_fpn, SCI 96 x 1": {"general_branch": "vgg_fpn", "sci_width": 96, "sci_blocks": 1},
+    "vgg_fpn, SCI 64 x 1": {"general_branch": "vgg_fpn", "sci_width": 64, "sci_blocks": 1},
+    "vgg_fpn, SCI 64 x 1, 4 heads": {
+        "general_branch": "vgg_fpn",
+        "sci_width": 64,
+        "sci_blocks": 1,
+        "sci_heads": 4,
+    },
+    "vgg_fpn_deep, SCI 128 x 2": {"general_branch": "vgg_fpn_deep"},
+    "vgg_fpn_deep, SCI 96 x 1": {
+        "general_branch": "vgg_fpn_deep",
+        "sci_width": 96,
+        "sci_blocks": 1,
+    },
+    "vgg_fpn_deep, SCI 64 x 1": {
+        "general_branch": "vgg_fpn_deep",
+        "sci_width": 64,
+        "sci_blocks": 1,
+    },
+    "vgg_fpn_deep, SCI 64 x 1, 4 heads": {
+        "general_branch": "vgg_fpn_deep",
+        "sci_width": 64,
+        "sci_blocks": 1,
+        "sci_heads": 4,
+    },
+}
+
+
+def candidates_table(
+    bundled: nn.Module, extra_configs: list[str], batch: int, repeats: int, warmup: int
+) -> dict:
+    """Whole SGNet candidates, fused, interleaved with the bundled model fused and unfused.
+
+    Random weights (seeded): the time does not depend on their values. Every candidate runs on
+    the bundled model's input (``P`` and context size of its config unless a config file says
+    otherwise).
+    """
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.model import build_model
+
+    base = bundled.config.replace(training={}, metrics={}, ood=None)
+    configs = {name: base.replace(**changes) for name, changes in CANDIDATES.items()}
+    for path in extra_configs:
+        cfg = ModelConfig.load(path).replace(training={}, metrics={}, ood=None)
+        configs[f"{cfg.name} ({Path(path).parent.name})"] = cfg
+    models: dict[str, nn.Module] = {
+        "bundled, unfused": unfused_copy(bundled),
+        "bundled, fused": prepare_for_inference(bundled),
+    }
+    info: dict[str, dict] = {}
+    for label, m in (("bundled, unfused", bundled), ("bundled, fused", bundled)):
+        info[label] = {
+            "config": bundled.config,
+            "flops": count_flops(m),
+            "params": count_parameters(m),
+        }
+    for name, cfg in configs.items():
+        torch.manual_seed(0)
+        m = build_model(cfg).eval()
+        info[name] = {"config": cfg, "flops": count_flops(m), "params": count_parameters(m)}
+        models[name] = prepare_for_inference(m)
+    inputs = {name: _inputs(m, batch) for name, m in models.items()}
+    wall: dict[str, list[float]] = defaultdict(list)
+    names = list(models)
+    load_before = os.getloadavg()
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for name in names:
+                models[name](*inputs[name])
+        for r in range(repeats):
+            for name in names if r % 2 == 0 else names[::-1]:
+                t0 = time.perf_counter()
+                models[name](*inputs[name])
+                wall[name].append(time.perf_counter() - t0)
+    load_after = os.getloadavg()
+    ref = wall["bundled, unfused"]
+    rows = []
+    for name in names:
+        cfg, w = info[name]["config"], wall[name]
+        med, best = statistics.median(w), min(w)
+        rows.append(
+            {
+                "candidate": name,
+                "general_branch": cfg.general_branch,
+                "sci": [cfg.sci_width, cfg.sci_blocks, cfg.sci_heads],
+                "params_m": round(info[name]["params"] / 1e6, 3),
+                "gflops_per_tile": round(info[name]["flops"] / 1e9, 3),
+                "ms_per_batch_median": round(med * 1e3, 2),
+                "ms_per_batch_min": round(best * 1e3, 2),
+                "achieved_gflops_median": round(info[name]["flops"] * batch / med / 1e9, 1),
+                "speedup_vs_bundled_unfused_median": round(statistics.median(ref) / med, 3),
+                "speedup_vs_bundled_unfused_min": round(min(ref) / best, 3),
+                "speedup_vs_bundled_unfused_round_median": round(
+                    statistics.median(x / y for x, y in zip(ref, w, strict=True)), 3
+                ),
+                "speedup_vs_old_unfused_48_9ms": round(OLD_UNFUSED_MS / (med * 1e3), 3),
+            }
+        )
+    return {
+        "batch": batch,
+        "rounds": repeats,
+        "load_avg_before": [round(v, 2) for v in load_before],
+        "load_avg_after": [round(v, 2) for v in load_after],
+        "rows": rows,
+    }
+
+
+def print_candidates(table: dict) -> None:
+    print(
+        f"\nSGNet candidates, fused, batch {table['batch']}, {table['rounds']} interleaved rounds; "
+        f"load {table['load_avg_before']} -> {table['load_avg_after']}"
+    )
+    hdr = (
+        f"{'candidate':36s} {'params M':>8s} {'GFLOP':>6s} {'ms med':>7s} {'ms min':>7s} "
+        f"{'GFLOP/s':>7s} {'x unf med':>9s} {'x unf min':>9s} {'x 48.9':>6s}"
+    )
+    print(hdr + "\n" + "-" * len(hdr))
+    for r in table["rows"]:
+        print(
+            f"{r['candidate']:36s} {r['params_m']:8.3f} {r['gflops_per_tile']:6.3f} "
+            f"{r['ms_per_batch_median']:7.1f} {r['ms_per_batch_min']:7.1f} "
+            f"{r['achieved_gflops_median']:7.1f} {r['speedup_vs_bundled_unfused_median']:9.2f} "
+            f"{r['speedup_vs_bundled_unfused_min']:9.2f} {r['speedup_vs_old_unfused_48_9ms']:6.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: bundled)")
@@ -352,6 +491,17 @@ def main() -> None:
     parser.add_argument("--engine-repeats", type=int, default=3)
     parser.add_argument("--variants", action="store_true", help="issue 11's architecture table")
     parser.add_argument("--quick", action="store_true", help="few repeats, small engine region")
+    parser.add_argument(
+        "--candidates",
+        action="store_true",
+        help="only time the SGNet candidates for the retrained weights (issue 10 part 5)",
+    )
+    parser.add_argument(
+        "--candidate-config",
+        action="append",
+        default=[],
+        help="with --candidates: also time the model a config.json describes (repeatable)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.engine_side, args.engine_repeats = 5, 1, 384, 1
@@ -359,6 +509,16 @@ def main() -> None:
     load_before = os.getloadavg()
 
     model = load_checkpoint(args.checkpoint) if args.checkpoint else load_bundled()
+    if args.candidates:
+        table = candidates_table(
+            model, args.candidate_config, args.batch, args.repeats, args.warmup
+        )
+        table["threads"] = args.threads
+        table["cpus_visible"] = os.cpu_count()
+        table["torch"] = torch.__version__
+        print_candidates(table)
+        print(json.dumps({"benchmark": "cpu_candidates", **table}, indent=1))
+        return
     limits = machine_limits(args.threads, args.repeats)
     print(limits, file=sys.stderr, flush=True)
     models = {"unfused": unfused_copy(model), "fused": prepare_for_inference(model)}
@@ -399,7 +559,7 @@ def main() -> None:
             "name": cfg.name,
             "general_branch": cfg.general_branch,
             "patch_size": cfg.patch_size,
-            "context_size": cfg.context_size if cfg.use_context else None,
+            "context_size": cfg.context_size if cfg.needs_context else None,
             "fusion": repr(models["fused"].fusion_report),
             "max_rel_logit_diff": max_rel,
         },

@@ -133,6 +133,25 @@ def test_tiny_sgnet_with_real_batchnorm_statistics_keeps_its_labels():
     assert model.aux_head is not None
 
 
+@pytest.mark.parametrize("branch", ["vgg_fpn", "vgg_fpn_deep"])
+def test_dense_cpu_branches_keep_their_labels(branch):
+    """The general branches for the retrained weights (docs/benchmarks.md) fold completely."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        general_branch=branch, patch_size=64, mpp=1.0, sci_width=64, sci_heads=4, sci_blocks=1
+    )
+    model = _randomise_batchnorm(build_model(cfg))
+    prepared = prepare_for_inference(model)
+    report = prepared.fusion_report
+    assert report.batchnorm_left == 0
+    assert report.batchnorm_folded == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    local, context = _inputs(model, 2)
+    with torch.no_grad():
+        ref = model(local, context)["logits"]
+        got = prepared(local, context)["logits"]
+    _assert_same_within_rule(ref, got)
+
+
 def test_training_path_is_unaffected():
     model = _tiny_sgnet(seed=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -151,18 +151,41 @@ class ResNetEncoder(nn.Module):
 
 
 class TinyEncoder(nn.Module):
-    """A plain VGG-like conv encoder (two 3x3 convs per stage) for the lightest branch."""
+    """A plain VGG-like encoder of dense 3x3 conv-BN-ReLU (a strided stem, then three stages).
 
-    def __init__(self, widths: tuple[int, int, int, int] = (16, 24, 48, 96)) -> None:
+    Parameters
+    ----------
+    widths : tuple of int
+        Channels of the stem (stride 2) and of the stride-4, -8 and -16 stages.
+    depths : tuple of int
+        3x3 convolutions in the stride-4, -8 and -16 stages (the first one strided); the
+        default two per stage is the lightest branch's (``fcn_lite``).
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, int, int, int] = (16, 24, 48, 96),
+        depths: tuple[int, int, int] = (2, 2, 2),
+    ) -> None:
         super().__init__()
+        if min(depths) < 1:
+            raise ValueError(f"every stage needs at least one convolution, got {depths}")
         w1, w4, w8, w16 = widths
         self.stem = ConvBNAct(3, w1, 3, stride=2)
-        self.s4 = nn.Sequential(ConvBNAct(w1, w4, 3, stride=2), ConvBNAct(w4, w4, 3))
-        self.s8 = nn.Sequential(ConvBNAct(w4, w8, 3, stride=2), ConvBNAct(w8, w8, 3))
-        self.s16 = nn.Sequential(ConvBNAct(w8, w16, 3, stride=2), ConvBNAct(w16, w16, 3))
+        self.s4 = _vgg_stage(w1, w4, depths[0])
+        self.s8 = _vgg_stage(w4, w8, depths[1])
+        self.s16 = _vgg_stage(w8, w16, depths[2])
         self.channels = {4: w4, 8: w8, 16: w16}
 
     def forward(self, x: torch.Tensor) -> Features:
         f4 = self.s4(self.stem(x))
         f8 = self.s8(f4)
         return {4: f4, 8: f8, 16: self.s16(f8)}
+
+
+def _vgg_stage(in_ch: int, out_ch: int, depth: int) -> nn.Sequential:
+    """A strided 3x3 conv-BN-ReLU then ``depth - 1`` more at the new resolution."""
+    return nn.Sequential(
+        ConvBNAct(in_ch, out_ch, 3, stride=2),
+        *(ConvBNAct(out_ch, out_ch, 3) for _ in range(depth - 1)),
+    )

@@ -116,11 +116,32 @@ class DeepLabV3Plus(GeneralBranch):
 
 
 class FCNLite(GeneralBranch):
-    """A tiny U-Net/FPN-like network: plain conv encoder, top-down decoder with skip sums."""
+    """A U-Net/FPN-like network of dense convolutions: VGG-like encoder, top-down decoder.
 
-    def __init__(self, width: int = 32, num_classes: int | None = None) -> None:
+    The decoder projects the stride-16, -8 and -4 features to ``width`` channels (1x1), adds
+    each upsampled coarser level to the next finer one and smooths it with a 3x3 conv: every
+    layer is a conv-BN(-ReLU) that inference folds (``model/fuse.py``), and none is depthwise
+    (dense 3x3 convolutions run at 2-3x the FLOP rate of depthwise ones on a CPU).
+
+    Parameters
+    ----------
+    width : int
+        Decoder width (= ``out_channels``).
+    num_classes : int or None
+        Number of classes for the branch's own classifier; ``None`` for no classifier.
+    widths, depths : tuple of int
+        The encoder's stage widths and depths (:class:`~napari_sgnet.model.encoders.TinyEncoder`).
+    """
+
+    def __init__(
+        self,
+        width: int = 32,
+        num_classes: int | None = None,
+        widths: tuple[int, int, int, int] = (16, 24, 48, 96),
+        depths: tuple[int, int, int] = (2, 2, 2),
+    ) -> None:
         super().__init__()
-        self.encoder = TinyEncoder()
+        self.encoder = TinyEncoder(widths, depths)
         ch = self.encoder.channels
         self.lateral = nn.ModuleDict({str(s): ConvBNAct(ch[s], width, 1) for s in (4, 8, 16)})
         self.smooth8 = ConvBNAct(width, width, 3)
@@ -187,3 +208,24 @@ def deeplabv3plus_r50(num_classes: int | None = None) -> GeneralBranch:
 def fcn_lite(num_classes: int | None = None) -> GeneralBranch:
     """The lightest branch: tiny conv encoder + FPN-like decoder, 32 channels at stride 4."""
     return FCNLite(width=32, num_classes=num_classes)
+
+
+@register_general_branch("vgg_fpn")
+def vgg_fpn(num_classes: int | None = None) -> GeneralBranch:
+    """Dense VGG-like encoder 32/48/96/192 (two 3x3 per stage) + FPN-like decoder, 64 channels.
+
+    Built for the CPU: no depthwise convolution; with SGNet's SCB at ``sci_width`` 64 and one
+    SCI block it runs the forward pass in about half the bundled model's time
+    (docs/benchmarks.md, "Architecture for the retrained weights").
+    """
+    return FCNLite(width=64, num_classes=num_classes, widths=(32, 48, 96, 192))
+
+
+@register_general_branch("vgg_fpn_deep")
+def vgg_fpn_deep(num_classes: int | None = None) -> GeneralBranch:
+    """:func:`vgg_fpn` with three 3x3 convolutions in the stride-8 and -16 stages.
+
+    The larger receptive field and capacity (+0.42 M parameters) cost little time: the extra
+    layers run on 16 x 16 and 8 x 8 maps of a 128-px patch.
+    """
+    return FCNLite(width=64, num_classes=num_classes, widths=(32, 48, 96, 192), depths=(2, 3, 3))
