@@ -126,7 +126,7 @@ def sweep(
                 "model": spec,
                 "path": str(path),
                 "name": config.name,
-                "kind": "SGNet" if config.use_context else "baseline",
+                "kind": config.kind,
                 "stain_normalisation": getattr(config, "stain_normalisation", None),
                 "predict_seconds": round(seconds.get(mi, 0.0), 1),
                 "conditions": rows,

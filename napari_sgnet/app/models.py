@@ -71,7 +71,7 @@ class ModelChoice:
     def summary(self) -> str:
         """One line for the widget: name, kind, classes, patch size, resolution."""
         info = self.info
-        kind = "SGNet" if info.context_factor is not None else "baseline"
+        kind = info.kind or ("SGNet" if info.context_factor is not None else "baseline")
         mpp = f", {info.mpp:g} µm/px" if info.mpp is not None else ""
         return (
             f"{info.name}: {kind}, {info.palette.num_classes} classes, "

@@ -252,7 +252,7 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             simple = args.simple or tile != config.patch_size
             step = tile if simple else config.patch_size - 2 * args.overlap
             model = load_checkpoint(model_dir, device=device) if simple or ablations else None
-            label = f"{config.name} ({'SGNet' if config.use_context else 'baseline'})"
+            label = f"{config.name} ({_short_kind(config)})"
             while label in results:
                 label += "'"
             variants: list[tuple[str, str | None, Any]] = [(label, None, None)]
@@ -549,3 +549,10 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nscores written to {args.json}")
     return 0
+
+
+def _short_kind(config: Any) -> str:
+    """``SGNet``, ``baseline`` (local patch) or ``same-FOV baseline`` for table rows."""
+    if config.use_context:
+        return "SGNet"
+    return "same-FOV baseline" if config.needs_context else "baseline"

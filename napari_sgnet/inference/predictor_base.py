@@ -41,6 +41,9 @@ class ModelInfo:
         µm/px the model was trained at; ``None`` runs at the slide's level 0.
     palette : Palette
         Classes the model predicts.
+    kind : str
+        ``"SGNet"``, ``"baseline (local patch)"`` or ``"baseline (same field of view)"``
+        (:attr:`ModelConfig.kind <napari_sgnet.config.ModelConfig.kind>`); ``""`` when unknown.
     """
 
     name: str
@@ -50,6 +53,7 @@ class ModelInfo:
     context_factor: float | None
     mpp: float | None
     palette: Palette
+    kind: str = ""
 
     @classmethod
     def from_config(cls, config: ModelConfig, weights_digest: str) -> ModelInfo:
@@ -79,6 +83,7 @@ class ModelInfo:
             context_factor=float(config.context_factor) if config.needs_context else None,
             mpp=config.mpp,
             palette=config.palette,
+            kind=config.kind,
         )
 
     @classmethod

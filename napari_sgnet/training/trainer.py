@@ -46,6 +46,10 @@ class TrainError(UserInputError):
     """Training cannot start (existing output, incompatible resume point, ...)."""
 
 
+#: Steps between training-loss entries of the history (the saved training curve).
+HISTORY_EVERY = 25
+
+
 @dataclass(frozen=True)
 class TrainProgress:
     """One progress report (after every step; ``val`` set after a validation)."""
@@ -230,6 +234,8 @@ def train(
             history.append({"step": done, "loss_ema": round(ema, 5)})
             latest_metrics = {"train_loss_ema": round(ema, 5), "step": done}
             score = -ema
+        elif done % HISTORY_EVERY == 0:  # the training curve between validations
+            history.append({"step": done, "loss_ema": round(ema, 5)})
         wall = wall0 + time.perf_counter() - t0
         if score is not None and score > best:
             best = score
