@@ -41,6 +41,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--region-size", type=float, default=2000.0, help="typical graded-region size in µm [2000]"
     )
+    p.add_argument(
+        "--version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        dest="version",
+        help="generator version: 1 = v1 tissue blobs, glass labelled 1; 2 = needle cores on "
+        "glass (label 0), outlined gland groups, mimics and distractors [1]",
+    )
     p.add_argument("--name", default=None, help="file name stem [synthetic-SIZE-sSEED]")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality [90]")
     p.add_argument(
@@ -73,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             tissue_fraction=args.tissue_fraction,
             region_size_um=args.region_size,
             name=name,
+            version=args.version,
         )
     except SynthConfigError as exc:
         raise StoreError(args.out_dir, f"invalid settings: {exc}") from exc
@@ -122,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {image_path}  ({config.width} x {config.height} px, {mm[0]:.1f} x {mm[1]:.1f} mm, "
         f"{slide.image.n_levels} levels, {_size(image_path)})"
     )
-    print(f"wrote {label_group}  (labels 1-5: {', '.join(slide.palette.names)})")
+    names = ", ".join(slide.palette.names)
+    glass = "0 glass, " if config.version == 2 else ""
+    print(f"wrote {label_group}  (labels {glass}1-5: {names})")
     print(f"wrote {settings_path}")
     print(f"in {elapsed:.1f} s")
     print("open it:")
@@ -135,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _default_name(args: argparse.Namespace) -> str:
     name = f"synthetic-{args.size}-s{args.seed}"
+    if getattr(args, "version", 1) != 1:
+        name += f"-v{args.version}"
     if args.stain_shift:
         name += f"-shift{args.stain_shift:g}"
     return name

@@ -39,6 +39,14 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         help="side of generated slides in level-0 px at 0.5 µm/px (default 16384)",
     )
     g.add_argument(
+        "--synthetic-version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="synthetic generator version: 1 = v1 blobs (glass labelled 1), 2 = needle cores "
+        "on glass (label 0), outlined gland groups, mimics (default 1; see docs/synthetic.md)",
+    )
+    g.add_argument(
         "--slide",
         type=Path,
         action="append",
@@ -150,9 +158,10 @@ def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[
     if set(train_seeds) & set(val_seeds):
         overlap = sorted(set(train_seeds) & set(val_seeds))
         raise OptionError(f"training and held-out seeds overlap: {overlap}")
-    train = [synth(s, args.size) for s in train_seeds]
+    version = int(getattr(args, "synthetic_version", 1))
+    train = [synth(s, args.size, version=version) for s in train_seeds]
     train += [file_source(s, lab) for s, lab in _pairs(args.slide, args.labels, "training")]
-    val = [synth(s, args.size) for s in val_seeds]
+    val = [synth(s, args.size, version=version) for s in val_seeds]
     val += [file_source(s, lab) for s, lab in _pairs(args.val_slide, args.val_labels, "held-out")]
     description: dict[str, Any] = {
         "train_slides": describe_sources(train),
@@ -162,6 +171,7 @@ def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[
     if train_seeds or val_seeds:
         description["synthetic"] = {
             "generator": "napari_sgnet.synthetic",
+            "version": version,
             "train_seeds": train_seeds,
             "val_seeds": val_seeds,
             "size": args.size,

@@ -102,6 +102,19 @@ class Renderer:
         tissue = layout.tissue_grid(xs, ys) > layout.tissue_threshold
         return np.where(tissue, region, np.uint8(1))
 
+    def tissue(self, downsample: int, box: Box) -> np.ndarray:
+        """True on tissue (bool ``(h, w)``); v1 labels say 1 on glass and on stroma alike."""
+        if box.is_empty:
+            return np.zeros((box.h, box.w), dtype=bool)
+        xs, ys = self._coords(downsample, box)
+        layout = self.layout
+        lo, hi = layout.tissue_range(xs, ys)
+        if hi <= layout.tissue_threshold:
+            return np.zeros((box.h, box.w), dtype=bool)
+        if lo > layout.tissue_threshold:
+            return np.ones((box.h, box.w), dtype=bool)
+        return cast(np.ndarray, layout.tissue_grid(xs, ys) > layout.tissue_threshold)
+
     def gland_mask(self, downsample: int, box: Box) -> np.ndarray:
         """Ground truth: True where a gland (epithelium, lumen, tumour cells) lies."""
         cv = GlandCanvas((box.h, box.w), image=False)

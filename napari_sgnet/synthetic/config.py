@@ -12,7 +12,10 @@ from typing import Any
 
 from napari_sgnet.errors import UserInputError
 
-__all__ = ["SynthConfig", "SynthConfigError"]
+__all__ = ["VERSIONS", "SynthConfig", "SynthConfigError"]
+
+#: Generator versions :class:`SynthConfig` accepts.
+VERSIONS = (1, 2)
 
 
 class SynthConfigError(UserInputError):
@@ -54,6 +57,11 @@ class SynthConfig:
         The pyramid halves until the larger side is at most this many pixels.
     name : str
         Slide name used for layers and files.
+    version : int
+        Generator version: 1 = region-Voronoi blobs of tissue (glass and stroma labelled 1);
+        2 = needle-biopsy cores on glass (label 0), outlined gland groups, real tumour gland
+        densities, basal cells, mimics and distractors (see ``docs/synthetic.md``). Configs
+        stored without a version are version 1.
     """
 
     width: int = 16384
@@ -70,11 +78,12 @@ class SynthConfig:
     blur: float = 0.0
     min_level_size: int = 1024
     name: str = "synthetic"
+    version: int = 1
 
     def __post_init__(self) -> None:
         if self.height is None:
             object.__setattr__(self, "height", self.width)
-        for name in ("width", "height", "seed", "chunk_size", "min_level_size"):
+        for name in ("width", "height", "seed", "chunk_size", "min_level_size", "version"):
             value = getattr(self, name)
             try:
                 object.__setattr__(self, name, operator.index(value))
@@ -117,6 +126,7 @@ class SynthConfig:
             (0.0 <= self.noise <= 64.0, f"noise must be in [0, 64], got {self.noise}"),
             (0.0 <= self.blur <= 32.0, f"blur must be in [0, 32] pixels, got {self.blur}"),
             (self.min_level_size >= 16, f"min_level_size must be >= 16, got {self.min_level_size}"),
+            (self.version in VERSIONS, f"version must be one of {VERSIONS}, got {self.version}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -163,6 +173,7 @@ class SynthConfig:
         if unknown:
             raise SynthConfigError(f"unknown synthetic config keys: {sorted(unknown)}")
         kwargs = dict(data)
+        kwargs.setdefault("version", 1)
         if "class_weights" in kwargs:
             kwargs["class_weights"] = tuple(kwargs["class_weights"])
         return cls(**kwargs)

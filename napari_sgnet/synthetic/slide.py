@@ -14,12 +14,19 @@ from napari_sgnet.io.pyramid import Pyramid, read_window
 from napari_sgnet.palette import GLEASON, Palette
 from napari_sgnet.synthetic._render import Renderer
 from napari_sgnet.synthetic.config import SynthConfig
+from napari_sgnet.synthetic.v2 import RendererV2
 
-__all__ = ["SyntheticLevel", "SyntheticSlide", "generate_slide", "sample_slide"]
+__all__ = ["SyntheticLevel", "SyntheticSlide", "generate_slide", "make_renderer", "sample_slide"]
 
 log = logging.getLogger(__name__)
 
-_KINDS = ("image", "labels", "glands")
+_KINDS = ("image", "labels", "glands", "tissue")
+_BOOL_KINDS = ("glands", "tissue")
+
+
+def make_renderer(config: SynthConfig) -> Renderer | RendererV2:
+    """The renderer of the config's generator version."""
+    return RendererV2(config) if config.version == 2 else Renderer(config)
 
 
 class SyntheticLevel:
@@ -30,15 +37,16 @@ class SyntheticLevel:
 
     Parameters
     ----------
-    renderer : Renderer
+    renderer : Renderer or RendererV2
         The slide's renderer.
     downsample : int
         Level downsample factor.
     kind : str
-        ``"image"`` (RGB uint8), ``"labels"`` (uint8) or ``"glands"`` (bool ground truth).
+        ``"image"`` (RGB uint8), ``"labels"`` (uint8), ``"glands"`` (bool ground truth) or
+        ``"tissue"`` (bool, True on tissue).
     """
 
-    def __init__(self, renderer: Renderer, downsample: int, kind: str) -> None:
+    def __init__(self, renderer: Renderer | RendererV2, downsample: int, kind: str) -> None:
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
         self.renderer = renderer
@@ -46,7 +54,7 @@ class SyntheticLevel:
         self.kind = kind
         h, w = renderer.config.level_shape(self.downsample)
         self.shape: tuple[int, ...] = (h, w, 3) if kind == "image" else (h, w)
-        self.dtype = np.dtype(bool if kind == "glands" else np.uint8)
+        self.dtype = np.dtype(bool if kind in _BOOL_KINDS else np.uint8)
         self.ndim = len(self.shape)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -70,6 +78,8 @@ class SyntheticLevel:
             out = self.renderer.image(self.downsample, box)
         elif self.kind == "labels":
             out = self.renderer.labels(self.downsample, box)
+        elif self.kind == "tissue":
+            out = self.renderer.tissue(self.downsample, box)
         else:
             out = self.renderer.gland_mask(self.downsample, box)
         # Integers drop their axis; slice steps subsample what was rendered.
@@ -107,16 +117,22 @@ class SyntheticSlide:
     image : Pyramid
         RGB uint8 H&E-like pyramid.
     labels : Pyramid
-        uint8 label pyramid (1 glass/stroma, 2 benign, 3-5 Gleason 3-5); no pixel is 0.
+        uint8 label pyramid. Version 1: 1 glass and stroma, 2 benign, 3-5 Gleason 3-5 (no
+        pixel is 0). Version 2: 0 glass (no label), 1 stroma, 2 benign, 3-5 Gleason 3-5.
     palette : Palette
         The class palette (:data:`napari_sgnet.palette.GLEASON`).
+    renderer : Renderer or RendererV2
+        What renders the pixels.
+    tissue : Pyramid
+        bool pyramid, True on tissue (tells glass from tissue for both versions).
     """
 
     config: SynthConfig
     image: Pyramid
     labels: Pyramid
     palette: Palette
-    renderer: Renderer
+    renderer: Renderer | RendererV2
+    tissue: Pyramid
 
     @property
     def downsamples(self) -> tuple[int, ...]:
@@ -134,7 +150,7 @@ class SyntheticSlide:
             Window in the pixels of ``level``.
         level : int
             Pyramid level.
-        kind : {"image", "labels", "glands"}
+        kind : {"image", "labels", "glands", "tissue"}
             What to render.
         pad_value : int
             Value outside the slide.
@@ -155,7 +171,7 @@ class SyntheticSlide:
         )
 
 
-def _level_array(renderer: Renderer, downsample: int, kind: str) -> da.Array:
+def _level_array(renderer: Renderer | RendererV2, downsample: int, kind: str) -> da.Array:
     lazy = SyntheticLevel(renderer, downsample, kind)
     c = renderer.config.chunk_size
     chunks = (c, c, 3) if kind == "image" else (c, c)
@@ -189,7 +205,7 @@ def generate_slide(config: SynthConfig | None = None, **overrides: Any) -> Synth
     config = config or SynthConfig()
     if overrides:
         config = config.replace(**overrides)
-    renderer = Renderer(config)
+    renderer = make_renderer(config)
     downsamples = config.downsamples
     meta = {"synthetic": config.to_dict(), "generator": "napari_sgnet.synthetic"}
     image = Pyramid(
@@ -206,8 +222,15 @@ def generate_slide(config: SynthConfig | None = None, **overrides: Any) -> Synth
         name=f"{config.name} labels",
         metadata={**meta, "palette": GLEASON.to_dict()},
     )
+    tissue = Pyramid(
+        tuple(_level_array(renderer, d, "tissue") for d in downsamples),
+        tuple(float(d) for d in downsamples),
+        mpp=config.mpp,
+        name=f"{config.name} tissue",
+        metadata=dict(meta),
+    )
     log.debug("synthetic slide %s: %s", config.name, image.summary())
-    return SyntheticSlide(config, image, labels, GLEASON, renderer)
+    return SyntheticSlide(config, image, labels, GLEASON, renderer, tissue)
 
 
 def sample_slide(size: int = 16384, seed: int = 0, **overrides: Any) -> SyntheticSlide:

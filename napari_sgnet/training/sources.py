@@ -13,13 +13,26 @@ from napari_sgnet.training.dataset import SlideSource
 __all__ = ["describe_sources", "file_source", "parse_seeds", "synthetic_source"]
 
 
-def synthetic_source(seed: int, size: int, **options: Any) -> SlideSource:
+def synthetic_source(seed: int, size: int, version: int = 1, **options: Any) -> SlideSource:
     """A generated Gleason-like slide (``size`` x ``size`` level-0 px at 0.5 µm/px) and its
-    ground truth; ``options`` go to :class:`~napari_sgnet.synthetic.SynthConfig`."""
+    ground truth.
+
+    Parameters
+    ----------
+    seed, size : int
+        Slide seed and side.
+    version : int
+        Generator version (:attr:`~napari_sgnet.synthetic.SynthConfig.version`): 1 labels
+        glass 1 like stroma, 2 labels glass 0 (ignored by the loss).
+    **options
+        Further :class:`~napari_sgnet.synthetic.SynthConfig` fields. The source is named
+        ``name`` if given, else ``synthetic-{seed}`` whatever the version.
+    """
     from napari_sgnet.synthetic import SynthConfig, generate_slide
 
     name = options.pop("name", f"synthetic-{seed}")
-    slide = generate_slide(SynthConfig(width=size, height=size, seed=seed, name=name, **options))
+    config = SynthConfig(width=size, height=size, seed=seed, name=name, version=version, **options)
+    slide = generate_slide(config)
     return SlideSource(slide.image, slide.labels, name)
 
 
