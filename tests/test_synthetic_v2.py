@@ -78,6 +78,48 @@ def test_version1_pixels_unchanged():
         assert _sha(s.read(box, level=level, kind=kind)) == digest, (level, kind)
 
 
+def test_version2_pixels_frozen(slide):
+    # Training runs use v2 as first committed: a seed's pixels and labels must not drift.
+    want = {
+        (
+            0,
+            5640,
+            5152,
+            "image",
+        ): "b6d1b1292e26309ffe76698af36d2529703c08876191e6f90e31f1d615e5899b",
+        (
+            0,
+            5640,
+            5152,
+            "labels",
+        ): "da1acff5c9defdd68bfa1435c4b43e8d43ed10fcc7cbcb77a85c4482d5f5bda3",
+        (
+            0,
+            5640,
+            5152,
+            "glands",
+        ): "99ccb8d940be0aa5a73a5a98a45b1023f131ff07e5bee19285b1943fc33ee326",
+        (
+            0,
+            2920,
+            5488,
+            "image",
+        ): "fc78294cf00036299c5a7ff2de67ec7aceaf89c2d2bdecd9e02212d914ca29fa",
+        (
+            0,
+            2920,
+            5488,
+            "glands",
+        ): "4ada5e56b9941b32ee2d6d1e6583fe43139a319023cbd084357d89778db616de",
+        (3, 300, 350, "image"): "d304e5b3da2cdd952b78b76a229b5f25728c5d3bcc32507557287d396f4d449a",
+        (3, 300, 350, "labels"): "8cd78567327dba57623f5cf355257a161346fdf6b75a1ab1cef92016710cf022",
+        (3, 300, 350, "glands"): "9ff3a06b5d0ce3d4fdc40a932e670103d249b24df68b4233dc1a6ca1695ee53f",
+        (3, 300, 350, "tissue"): "790b1fa075f144a2d9c611eb09356c9be4b2d72900cf034df2851d92c0741260",
+    }
+    for (level, x, y, kind), digest in want.items():
+        assert _sha(slide.read(Box(x, y, 256, 256), level, kind)) == digest, (level, x, kind)
+
+
 def test_version1_tissue_kind_tells_glass_from_stroma():
     s = generate_slide(SynthConfig(width=4096, seed=1, min_level_size=256))
     ds = s.downsamples[-1]

@@ -141,17 +141,30 @@ class RendererV2:
         cfg = self.config
         px = downsample * cfg.mpp
         xs, ys = self._coords(downsample, box)
-        rgb = np.empty((box.h, box.w, 3), dtype=_F32)
         sample = self.cores.grid(xs, ys)
         width = min(max(px, 1.0), AA_MAX_UM)
         alpha = np.clip(0.5 - sample.sdf / width, 0.0, 1.0).astype(_F32)
-        if not alpha.any():
-            rgb[...] = np.array([255.0 * math.exp(-g) for g in self.stain.glass], dtype=_F32)
-        else:
-            hem, eos = self._stains(downsample, box, xs, ys, px)
-            hem *= alpha
-            eos *= alpha
-            self.stain.to_rgb(hem, eos, rgb)
+        # Glass: zero stain through the same colour formula as tissue (bit-identical).
+        glass = np.empty((1, 1, 3), dtype=_F32)
+        zero = np.zeros((1, 1), dtype=_F32)
+        self.stain.to_rgb(zero, zero, glass)
+        rgb = np.empty((box.h, box.w, 3), dtype=_F32)
+        rgb[...] = glass
+        rows = np.flatnonzero(alpha.any(axis=1))
+        if rows.size:
+            # Stains only where tissue is, plus the reach of a nucleus centred on glass.
+            cols = np.flatnonzero(alpha.any(axis=0))
+            m = math.ceil(NUCLEUS.REACH / px) + 2 if self._explicit_nuclei(downsample) else 0
+            r0, r1 = max(0, int(rows[0]) - m), min(box.h, int(rows[-1]) + 1 + m)
+            c0, c1 = max(0, int(cols[0]) - m), min(box.w, int(cols[-1]) + 1 + m)
+            sub = Box(box.x + c0, box.y + r0, c1 - c0, r1 - r0)
+            hem, eos = self._stains(downsample, sub, xs[c0:c1], ys[r0:r1], px)
+            a = alpha[r0:r1, c0:c1]
+            hem *= a
+            eos *= a
+            part = np.empty((sub.h, sub.w, 3), dtype=_F32)
+            self.stain.to_rgb(hem, eos, part)
+            rgb[r0:r1, c0:c1] = part
         if cfg.noise > 0:
             rgb += self._pixel_noise(downsample, box)
         return rgb
