@@ -149,6 +149,21 @@ def test_chunk_alone_equals_region_of_larger_read(slide, coarse, level):
     assert len(np.unique(labels)) >= 2 or level == 0
 
 
+def test_glass_chunk_alone_equals_larger_read_with_tissue(slide, coarse):
+    # An all-glass chunk takes the glass colour through the same formula as tissue pixels.
+    tissue, ds = coarse[1], slide.downsamples[COARSE]
+    col = tissue.shape[1] // 2
+    top = int(np.argmax(tissue[:, col]))  # first tissue row of this column
+    y = top * ds
+    big = Box(col * ds - 200, y - 300, 400, 400)
+    part = Box(big.x + 37, big.y + 11, 150, 120)  # glass only
+    assert not slide.renderer.tissue(1, part).any() and slide.renderer.tissue(1, big).any()
+    whole = RendererV2(slide.config).image(1, big)
+    alone = RendererV2(slide.config).image(1, part)
+    sub = whole[part.y - big.y : part.y1 - big.y, part.x - big.x : part.x1 - big.x]
+    assert np.array_equal(sub, alone)
+
+
 def test_same_config_same_pixels_and_levels_subsample_level0(slide, coarse):
     again = generate_slide(V2)
     box = _tissue_box(coarse[1], slide.downsamples[COARSE], 400)

@@ -21,7 +21,7 @@ import numpy as np
 from napari_sgnet.synthetic._hash import cell_hash, derive_key, uniforms
 from napari_sgnet.synthetic._noise import Octave, SmoothField
 from napari_sgnet.synthetic.config import SynthConfig
-from napari_sgnet.synthetic.v2._fields import Field1D, smooth_points
+from napari_sgnet.synthetic.v2._fields import Field1D, smooth_grid, smooth_points
 
 __all__ = ["AA_MAX_UM", "CELL_UM", "HALF_WIDTH_UM", "CoreSample", "Cores", "Lane", "pair_table"]
 
@@ -217,18 +217,35 @@ class Cores:
         frac = np.broadcast_to(g - cell, shape)
         cell_i = np.broadcast_to(cell.astype(np.int64), shape)
         gap = self._gap_table(lane, cell_i)
-        inside_gap = np.minimum(frac - _GAP_SPAN[0], _GAP_SPAN[1] - frac) * CELL_UM
-        sdf = np.where(gap, np.maximum(sdf, inside_gap), sdf)
-        border = np.maximum(BORDER_UM - xw, xw - (self.width_um - BORDER_UM))
-        sdf = np.maximum(sdf, border)
+        if gap.any():
+            inside_gap = np.minimum(frac - _GAP_SPAN[0], _GAP_SPAN[1] - frac) * CELL_UM
+            sdf = np.where(gap, np.maximum(sdf, inside_gap), sdf)
+        if rows is None:
+            border = np.maximum(BORDER_UM - xw, xw - (self.width_um - BORDER_UM))
+            sdf = np.maximum(sdf, border)
+        else:
+            # On a grid, only columns near the side edges can have the border above the
+            # lowest possible tissue sdf (about -650 µm): skipping the others is exact.
+            reach = BORDER_UM + 1.5 * WARP_UM + 800.0
+            cols = np.flatnonzero((x[0] < reach) | (x[0] > self.width_um - reach))
+            if cols.size:
+                xc = xw[:, cols]
+                border = np.maximum(BORDER_UM - xc, xc - (self.width_um - BORDER_UM))
+                sdf[:, cols] = np.maximum(sdf[:, cols], border)
         return CoreSample(sdf, lane, across, cell_i, frac, gap)
 
     def _gap_table(self, lane: np.ndarray, cell: np.ndarray) -> np.ndarray:
         """Whether (lane, cell) is a gap cell, via one hash per distinct pair."""
-        index, lanes, cells = pair_table(lane, cell)
+        if lane.size == 0:
+            return np.zeros(lane.shape, dtype=bool)
+        lanes = np.arange(max(int(lane.min()), 0), max(int(lane.max()), 0) + 1)[:, None]
+        cells = np.arange(int(cell.min()), int(cell.max()) + 1)[None, :]
         ids = self._lane_ids[lanes]
         gap = uniforms(cell_hash(self.gap_key, ids, cells), 1)[..., 0] < GAP_PROBABILITY
         gap &= ~self.border_cell(cells, 2)
+        if not gap.any():
+            return np.zeros(lane.shape, dtype=bool)
+        index, _, _ = pair_table(lane, cell)
         return gap.ravel().take(index) & (lane >= 0)
 
     def border_cell(self, cells: np.ndarray, reach: int = 0) -> np.ndarray:
@@ -260,8 +277,8 @@ class Cores:
             bands.append((int(r0), int(r1)))
         lo, hi = min(b[0] for b in bands), max(b[1] for b in bands)
         sub = ys[lo:hi]
-        ragged = self.ragged.grid(xs, sub).astype(np.float64)
-        warp = self.warp.grid(xs, sub).astype(np.float64)
+        ragged = smooth_grid(self.ragged, xs, sub).astype(np.float64)
+        warp = smooth_grid(self.warp, xs, sub).astype(np.float64)
         rows = [slice(b0 - lo, b1 - lo) for b0, b1 in bands]
         s = self._sample(xs[None, :], sub[:, None], ragged, warp, lanes, rows)
         for name in ("sdf", "lane", "across", "cell", "frac", "gap"):

@@ -10,7 +10,7 @@ import numpy as np
 
 from napari_sgnet.synthetic._noise import Octave, SmoothField, noise_points
 
-__all__ = ["Field1D", "smooth_points"]
+__all__ = ["Field1D", "node_values", "smooth_grid", "smooth_points"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,61 @@ def _node_block(
     return values
 
 
-def smooth_points(field: SmoothField, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """:meth:`SmoothField.points` evaluating each distinct control node once (same values).
+_TILE = 64
 
-    Placement asks for many nearby points, which share most of their control nodes.
+
+@functools.lru_cache(maxsize=2048)
+def _node_tile(field: SmoothField, tx: int, ty: int) -> np.ndarray:
+    """Control values of nodes ``[tx * 64, +64) x [ty * 64, +64)`` (float32, cached)."""
+    nx = np.arange(tx * _TILE, (tx + 1) * _TILE)
+    ny = np.arange(ty * _TILE, (ty + 1) * _TILE)
+    values = field._values(nx, ny)
+    values.setflags(write=False)
+    return values
+
+
+def node_values(field: SmoothField, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+    """Control values of the node block ``[x0, x0 + w) x [y0, y0 + h)``, ``(h, w)`` float32.
+
+    Equal to ``field._values`` of those nodes (exact noise), assembled from cached tiles.
     """
+    tx0, tx1 = x0 // _TILE, (x0 + w - 1) // _TILE
+    ty0, ty1 = y0 // _TILE, (y0 + h - 1) // _TILE
+    rows = [
+        np.concatenate([_node_tile(field, tx, ty) for tx in range(tx0, tx1 + 1)], axis=1)
+        for ty in range(ty0, ty1 + 1)
+    ]
+    block = np.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
+    ox, oy = x0 - tx0 * _TILE, y0 - ty0 * _TILE
+    return block[oy : oy + h, ox : ox + w]
+
+
+def _axis(coords: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    g = np.asarray(coords, dtype=np.float64) / spacing
+    i = np.floor(g)
+    t = (g - i).astype(np.float32)
+    return i.astype(np.int64), t, g
+
+
+def smooth_grid(field: SmoothField, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """:meth:`SmoothField.grid` (same values, same float32 formula) from cached node tiles."""
+    ix, tx, _ = _axis(xs, field.spacing)
+    iy, ty, _ = _axis(ys, field.spacing)
+    x0, y0 = int(ix.min()), int(iy.min())
+    # SmoothField.grid interpolates between the distinct nodes it needs; with sorted,
+    # evenly spaced coordinates those are consecutive, so a node block is the same table.
+    f = node_values(field, x0, y0, int(ix.max()) - x0 + 2, int(iy.max()) - y0 + 2)
+    jx, jy = ix - x0, iy - y0
+    g = f[:, jx] * (np.float32(1.0) - tx) + f[:, jx + 1] * tx
+    d = g[1:] - g[:-1] if g.shape[0] > 1 else np.zeros_like(g)
+    out = d.take(np.minimum(jy, d.shape[0] - 1), axis=0)
+    out *= ty[:, None]
+    out += g.take(jy, axis=0)
+    return cast(np.ndarray, out)
+
+
+def smooth_points(field: SmoothField, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """:meth:`SmoothField.points` (same values) from cached node tiles."""
     px = np.asarray(px, dtype=np.float64).ravel()
     py = np.asarray(py, dtype=np.float64).ravel()
     if px.size == 0:
@@ -86,14 +136,24 @@ def smooth_points(field: SmoothField, px: np.ndarray, py: np.ndarray) -> np.ndar
     ix, iy = ix.astype(np.int64), iy.astype(np.int64)
     x0, y0 = int(ix.min()), int(iy.min())
     w = int(ix.max()) - x0 + 2
-    cx = np.concatenate([ix, ix + 1, ix, ix + 1]) - x0
-    cy = np.concatenate([iy, iy, iy + 1, iy + 1]) - y0
-    flat = cy * w + cx
-    uniq, inverse = np.unique(flat, return_inverse=True)
-    values = noise_points(
-        field.key, (uniq % w + x0) * h, (uniq // w + y0) * h, field.octaves
-    ).astype(np.float32)
-    corner = values[inverse].reshape(4, -1)
-    g0 = corner[0] * (np.float32(1.0) - tx) + corner[1] * tx
-    g1 = corner[2] * (np.float32(1.0) - tx) + corner[3] * tx
+    rows = int(iy.max()) - y0 + 2
+    if w * rows <= _GRID_NODES:
+        table = node_values(field, x0, y0, w, rows).ravel()
+        base = (iy - y0) * w + (ix - x0)
+        c00, c10 = table.take(base), table.take(base + 1)
+        c01, c11 = table.take(base + w), table.take(base + w + 1)
+    else:
+        cx = np.concatenate([ix, ix + 1, ix, ix + 1]) - x0
+        cy = np.concatenate([iy, iy, iy + 1, iy + 1]) - y0
+        uniq, inverse = np.unique(cy * w + cx, return_inverse=True)
+        values = noise_points(
+            field.key, (uniq % w + x0) * h, (uniq // w + y0) * h, field.octaves
+        ).astype(np.float32)
+        c00, c10, c01, c11 = values[inverse].reshape(4, -1)
+    g0 = c00 * (np.float32(1.0) - tx) + c10 * tx
+    g1 = c01 * (np.float32(1.0) - tx) + c11 * tx
     return cast(np.ndarray, (g1 - g0) * ty + g0)
+
+
+#: Largest control lattice (nodes) gathered from tiles by :func:`smooth_points`.
+_GRID_NODES = 1 << 20

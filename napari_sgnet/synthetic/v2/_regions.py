@@ -16,7 +16,7 @@ from napari_sgnet.synthetic._hash import cell_hash, derive_key, uniforms
 from napari_sgnet.synthetic._noise import Octave, SmoothField
 from napari_sgnet.synthetic.config import SynthConfig
 from napari_sgnet.synthetic.v2._cores import CELL_UM, Cores, CoreSample, pair_table
-from napari_sgnet.synthetic.v2._fields import smooth_points
+from napari_sgnet.synthetic.v2._fields import smooth_grid, smooth_points
 
 __all__ = [
     "BENIGN",
@@ -123,7 +123,7 @@ class RegionMap:
         s = self.cores.grid(xs, ys)
         if not s.tissue.any():
             return np.zeros(s.sdf.shape, np.uint8), s
-        return self.codes(s, self.bulge.grid(xs, ys).astype(np.float64)), s
+        return self.codes(s, smooth_grid(self.bulge, xs, ys).astype(np.float64)), s
 
     def points(self, px: np.ndarray, py: np.ndarray) -> np.ndarray:
         """Region codes at scattered points (µm); equal to :meth:`grid` there."""

@@ -36,6 +36,7 @@ from napari_sgnet.synthetic._render import (
 from napari_sgnet.synthetic._stain import stain_for_shift
 from napari_sgnet.synthetic.config import SynthConfig
 from napari_sgnet.synthetic.v2._cores import AA_MAX_UM, Cores
+from napari_sgnet.synthetic.v2._fields import smooth_grid
 from napari_sgnet.synthetic.v2._index import ShapeIndex
 from napari_sgnet.synthetic.v2._raster import Canvas, draw_shape
 from napari_sgnet.synthetic.v2._regions import RegionMap, code_labels
@@ -174,7 +175,7 @@ class RendererV2:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Haematoxylin and eosin amounts before the tissue mask."""
         shape = (box.h, box.w)
-        horizontal = self._orientation.grid_lod(xs, ys, px)
+        horizontal = _grid_lod(self._orientation, xs, ys, px)
         horizontal *= _F32(2.0)
         horizontal += _F32(0.5)
         np.clip(horizontal, 0.0, 1.0, out=horizontal)
@@ -194,8 +195,8 @@ class RendererV2:
             tex += base.take(rows, axis=0).take(cols, axis=1)
         else:
             tex = np.zeros(shape, _F32)
-        tex += self._mottle.grid_lod(xs, ys, px)
-        gain = self._staining.grid_lod(xs, ys, px)
+        tex += _grid_lod(self._mottle, xs, ys, px)
+        gain = _grid_lod(self._staining, xs, ys, px)
         gain *= _F32(0.25)
         gain += _F32(1.0)
         hem = tex * _F32(0.35 * STROMA_H)
@@ -264,3 +265,10 @@ def _mix(
         return
     hem += cover * (_F32(h) - hem)
     eos += cover * (e - eos)
+
+
+def _grid_lod(field: SmoothField, xs: np.ndarray, ys: np.ndarray, pixel_um: float) -> np.ndarray:
+    """:meth:`SmoothField.grid_lod` with the fine branch from cached control values."""
+    if pixel_um <= 2.0 * field.spacing:
+        return smooth_grid(field, xs, ys)
+    return field.grid_lod(xs, ys, pixel_um)
