@@ -103,7 +103,7 @@ def test_tile_constant_oracle_seams_equal_the_hand_count():
 
 @pytest.fixture(scope="module")
 def slide() -> SlideSource:
-    return synthetic_source(104, 1024, min_level_size=128)
+    return synthetic_source(104, 1024, min_level_size=128, version=1)
 
 
 def test_every_ablation_runs_and_changes_the_prediction(slide):
@@ -133,7 +133,9 @@ def test_cli_prints_the_new_columns_and_writes_the_json(tmp_path, capsys):
     base = CFG.replace(use_context=False, name="tiny-base")
     save_checkpoint(build_model(base).eval(), tmp_path / "base")
     out = tmp_path / "scores.json"
+    # generator v1: a 0.5 mm v2 slide is all glass (no core), with no seams to place the oracle
     argv = ["evaluate", "--synthetic-seed", "5", "--synthetic-seed", "6", "--size", "1024"]
+    argv += ["--synthetic-version", "1"]
     argv += ["--model", str(tmp_path / "sg"), "--model", str(tmp_path / "base"), "--threads", "1"]
     argv += ["--ablations", "context-blank,aux-only", "--json", str(out), "--no-progress"]
     assert main(argv) == 0

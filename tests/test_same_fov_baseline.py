@@ -154,7 +154,8 @@ def test_fused_copy_agrees_and_flops_count_the_context_input():
 
 
 def test_one_training_step_and_checkpoint_round_trip(tmp_path):
-    src = synthetic_source(3, 2048, min_level_size=128)
+    # generator v1: a 1 mm v2 slide has no needle core, so no labelled tissue to sample
+    src = synthetic_source(3, 2048, min_level_size=128, version=1)
     tc = TrainConfig(
         steps=2,
         batch_size=2,
@@ -210,7 +211,7 @@ class _Spy(nn.Module):
 
 
 def test_predict_level_passes_the_surrounding_patch():
-    src = synthetic_source(104, 1024, min_level_size=64)
+    src = synthetic_source(104, 1024, min_level_size=64, version=1)
     model = _Spy(_model(config=CFG.replace(mpp=4.0)))
     assert ModelInfo.from_config(CFG, "0" * 64).context_factor == 2.0
     assert eval_plan(CFG, 128, 128, 0, P).context_factor == 2.0

@@ -69,7 +69,8 @@ def build(base: np.ndarray, downsamples: tuple[int, ...], name: str, mpp=0.5) ->
 
 @pytest.fixture(scope="module")
 def base() -> np.ndarray:
-    slide = generate_slide(width=SIZE, height=SIZE, seed=7, mpp=0.5, name="scale")
+    # generator v1: a 0.6 mm v2 slide has no needle core, all glass and no tissue to sample
+    slide = generate_slide(width=SIZE, height=SIZE, seed=7, mpp=0.5, name="scale", version=1)
     return np.asarray(slide.image.levels[0])
 
 

@@ -31,7 +31,8 @@ def tiles():
     """The 4 µm/px working level of a small synthetic slide at several stain shifts."""
 
     def level(shift: float) -> np.ndarray:
-        src = synthetic_source(300, 2048, stain_shift=shift, min_level_size=256)
+        # generator v1: a 1 mm v2 slide has no needle core (all glass, no tissue colour)
+        src = synthetic_source(300, 2048, stain_shift=shift, min_level_size=256, version=1)
         return np.asarray(working_level(src.image, 4.0).array)
 
     return {s: level(s) for s in (-1.0, 0.0, 1.0)}
@@ -302,6 +303,7 @@ def test_predict_refuses_the_missing_target_before_writing(tmp_path, monkeypatch
 def _train_args(out, *extra: str) -> list[str]:
     return [
         "train", "--out", str(out), "--synthetic-train-seeds", "3", "--size", "2048",
+        "--synthetic-version", "1",  # a 1 mm v2 slide has no needle core: nothing to train on
         "--arch", "fcn_lite", "--patch-size", "64", "--mpp", "4", "--steps", "2",
         "--batch-size", "2", "--val-every", "0", "--checkpoint-every", "0", "--device", "cpu",
         "--threads", "1", *extra,

@@ -22,7 +22,7 @@ from napari_sgnet.synthetic import (
 from napari_sgnet.synthetic._noise import Octave, SmoothField, noise_grid, noise_points
 from napari_sgnet.synthetic._render import Renderer
 
-MODERATE = SynthConfig(width=16384, seed=0)
+MODERATE = SynthConfig(width=16384, seed=0, version=1)  # the v1 generator's tests
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,7 @@ def small():
             chunk_size=256,
             region_size_um=900.0,
             min_level_size=300,
+            version=1,
         )
     )
 
@@ -57,9 +58,9 @@ def test_pyramid_structure(moderate):
 
 
 def test_same_seed_same_pixels_different_seed_different():
-    a = generate_slide(SynthConfig(width=8192, seed=3))
-    b = generate_slide(SynthConfig(width=8192, seed=3))
-    c = generate_slide(SynthConfig(width=8192, seed=4))
+    a = generate_slide(SynthConfig(width=8192, seed=3, version=1))
+    b = generate_slide(SynthConfig(width=8192, seed=3, version=1))
+    c = generate_slide(SynthConfig(width=8192, seed=4, version=1))
     box = Box(700, 900, 300, 200)
     for level in (0, 2):
         assert np.array_equal(a.image.read(box, level), b.image.read(box, level))
@@ -109,7 +110,7 @@ def test_every_class_appears_and_no_pixel_is_unlabelled(moderate):
 
 def test_huge_slide_is_lazy():
     with mock.patch.object(Renderer, "image", autospec=True, side_effect=Renderer.image) as image:
-        slide = generate_slide(SynthConfig(width=200_000, seed=1))
+        slide = generate_slide(SynthConfig(width=200_000, seed=1, version=1))
         assert slide.image.levels[0].numblocks[:2] == (391, 391)
         assert slide.image.downsamples[-1] == 256
         assert image.call_count == 0
@@ -180,7 +181,9 @@ def test_stain_shift_noise_blur_change_image_not_labels(small):
 
 def test_tissue_fraction_knob():
     for fraction in (0.3, 0.7):
-        slide = generate_slide(SynthConfig(width=16384, seed=2, tissue_fraction=fraction))
+        slide = generate_slide(
+            SynthConfig(width=16384, seed=2, tissue_fraction=fraction, version=1)
+        )
         layout = slide.renderer.layout
         xs = (np.arange(256) + 0.5) * (layout.width_um / 256)
         tissue = layout.tissue_grid(xs, xs) > layout.tissue_threshold
@@ -225,7 +228,7 @@ def test_exact_noise_evaluators_agree():
 
 
 def test_config_validation_and_round_trip():
-    cfg = SynthConfig(width=1000, seed=5, stain_shift=0.5)
+    cfg = SynthConfig(width=1000, seed=5, stain_shift=0.5, version=1)
     assert cfg.height == 1000
     assert SynthConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert cfg.layout_token() == cfg.replace(noise=0.0, stain_shift=0.0).layout_token()
@@ -247,13 +250,15 @@ def test_config_validation_and_round_trip():
 
 
 def test_class_weights_drop_a_class():
-    slide = generate_slide(SynthConfig(width=16384, seed=0, class_weights=(1, 1, 1, 0, 1)))
+    slide = generate_slide(
+        SynthConfig(width=16384, seed=0, class_weights=(1, 1, 1, 0, 1), version=1)
+    )
     counts = np.bincount(slide.labels.levels[-1].compute().ravel(), minlength=6)
     assert counts[4] == 0 and counts[5] > 0
 
 
 def test_sample_slide():
-    slide = sample_slide(size=4096, seed=9)
+    slide = sample_slide(size=4096, seed=9, version=1)
     assert slide.image.shape == (4096, 4096, 3)
     assert slide.config.seed == 9 and slide.image.name == "synthetic-9"
     assert slide.image.metadata["synthetic"]["seed"] == 9
@@ -281,6 +286,8 @@ def test_cli_synth_writes_tiff_and_labels(tmp_path, capsys):
             "0.5",
             "--name",
             "s",
+            "--version",
+            "1",
         ]
     )
     assert args.func(args) == 0

@@ -50,8 +50,8 @@ def _tissue_box(tissue: np.ndarray, ds: int, size: int) -> Box:
 
 
 def test_version_field_round_trip_and_validation():
-    assert SynthConfig().version == 1
-    v1 = SynthConfig(width=4096)
+    assert SynthConfig().version == 2  # the default
+    v1 = SynthConfig(width=4096, version=1)
     data = v1.to_dict()
     assert data["version"] == 1
     del data["version"]
@@ -66,7 +66,7 @@ def test_version_field_round_trip_and_validation():
 
 def test_version1_pixels_unchanged():
     # Reference values computed with the generator before version 2 existed.
-    s = generate_slide(SynthConfig(width=8192, seed=0, min_level_size=512))
+    s = generate_slide(SynthConfig(width=8192, seed=0, min_level_size=512, version=1))
     want = {
         (0, "image"): "0819c247f87cb1cfeab8f067559c88474072a425283c3deb436d948f197d3b24",
         (0, "labels"): "3af3f1d870212fe8fcfe6eb321fd14d009bccc953fce3f59f698f0c446a1a39a",
@@ -121,7 +121,7 @@ def test_version2_pixels_frozen(slide):
 
 
 def test_version1_tissue_kind_tells_glass_from_stroma():
-    s = generate_slide(SynthConfig(width=4096, seed=1, min_level_size=256))
+    s = generate_slide(SynthConfig(width=4096, seed=1, min_level_size=256, version=1))
     ds = s.downsamples[-1]
     h, w = s.config.level_shape(ds)
     tissue = s.read(Box(0, 0, w, h), len(s.downsamples) - 1, kind="tissue")
@@ -240,14 +240,20 @@ def test_cli_flags_accept_the_version():
     train_cmd.register(sub)
     args = parser.parse_args(["synth", "out", "--version", "2", "--zarr-version", "0.4"])
     assert args.version == 2 and args.zarr_version == "0.4"
-    assert parser.parse_args(["synth", "out"]).version == 1
+    assert parser.parse_args(["synth", "out"]).version == 2
+    assert parser.parse_args(["synth", "out", "--version", "1"]).version == 1
     train = ["train", "--out", "o", "--synthetic-train-seeds", "0", "--size", "2048"]
     args = parser.parse_args([*train, "--synthetic-version", "2"])
     assert args.synthetic_version == 2
     sources, _, description = train_cmd.build_sources(args)
     assert description["synthetic"]["version"] == 2
     assert sources[0].image.metadata["synthetic"]["version"] == 2
-    assert parser.parse_args(train).synthetic_version == 1
+    assert parser.parse_args(train).synthetic_version == 2
+    args = parser.parse_args([*train, "--synthetic-version", "1"])
+    assert args.synthetic_version == 1
+    sources, _, description = train_cmd.build_sources(args)
+    assert description["synthetic"]["version"] == 1
+    assert sources[0].image.metadata["synthetic"]["version"] == 1
 
 
 def test_training_source_passes_the_version():
@@ -256,4 +262,5 @@ def test_training_source_passes_the_version():
     src = synthetic_source(3, 4096, version=2)
     assert src.name == "synthetic-3"
     assert src.image.metadata["synthetic"]["version"] == 2
-    assert synthetic_source(3, 4096).image.metadata["synthetic"]["version"] == 1
+    assert synthetic_source(3, 4096).image.metadata["synthetic"]["version"] == 2
+    assert synthetic_source(3, 4096, version=1).image.metadata["synthetic"]["version"] == 1

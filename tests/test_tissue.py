@@ -88,8 +88,9 @@ def _true_glass(slide, downsample: int, box: Box) -> np.ndarray:
 def test_synthetic_glass_precision_recall(seed, shift):
     from napari_sgnet.synthetic import generate_slide
 
+    # generator v1: the truth is v1's tissue layout, the figures below were measured on v1
     slide = generate_slide(
-        width=8192, height=8192, seed=seed, stain_shift=shift, name=f"glass-{seed}"
+        width=8192, height=8192, seed=seed, stain_shift=shift, name=f"glass-{seed}", version=1
     )
     mask = tissue_mask(slide.image)
     assert mask is not None

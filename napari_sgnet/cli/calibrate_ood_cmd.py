@@ -43,6 +43,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_HELD_OUT,
         help=f"held-out synthetic seeds at the training stain (default {DEFAULT_HELD_OUT})",
     )
+    p.add_argument(
+        "--synthetic-version",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="synthetic generator version (default: as recorded in the config, else 1)",
+    )
     p.add_argument("--fit-tiles", type=int, default=None, help="training tiles (default 256)")
     p.add_argument(
         "--held-out-tiles", type=int, default=None, help="tiles per held-out slide (default 48)"
@@ -54,9 +61,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _recorded(config: Any) -> tuple[list[int], int | None]:
+def _recorded(config: Any) -> tuple[list[int], int | None, int]:
+    """Training seeds, slide size and generator version recorded in a model's config."""
     synthetic = (config.training.get("data") or {}).get("synthetic") or {}
-    return [int(s) for s in synthetic.get("train_seeds") or []], synthetic.get("size")
+    seeds = [int(s) for s in synthetic.get("train_seeds") or []]
+    return seeds, synthetic.get("size"), int(synthetic.get("version", 1))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +81,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     card = find_model(args.model)
     config = card.config
-    seeds, size = _recorded(config)
+    seeds, size, version = _recorded(config)
+    if args.synthetic_version is not None:
+        version = args.synthetic_version
+    options = {"version": version} if version != 1 else {}
     if args.train_seeds is not None:
         seeds = parse_seeds(args.train_seeds)
     size = args.size or size
@@ -86,19 +98,20 @@ def run(args: argparse.Namespace) -> int:
         raise OptionError(f"held-out seeds {sorted(set(held) & set(seeds))} are training seeds")
     tc = config.training.get("train_config") or {}
     samplers = [
-        SlideSampler(synthetic_source(s, size), config,
+        SlideSampler(synthetic_source(s, size, **options), config,
                      max_unlabelled=float(tc.get("max_unlabelled", 0.5)),
                      balance_classes=bool(tc.get("balance_classes", True)))
         for s in seeds
     ]
-    held_out = [synthetic_source(s, size).image for s in held]
+    held_out = [synthetic_source(s, size, **options).image for s in held]
     reference = add_ood_statistics(
         card.path, samplers, held_out,
         n_tiles=args.fit_tiles or FIT_TILES,
         tiles_per_slide=args.held_out_tiles or HELD_OUT_TILES,
         seed=args.seed, device=args.device,
         description={"train_seeds": seeds, "held_out_seeds": held, "size": int(size),
-                     "generator": "napari_sgnet.synthetic", "stain_shift": 0.0},
+                     "generator": "napari_sgnet.synthetic", "version": version,
+                     "stain_shift": 0.0},
     )
     if args.json:
         print(json.dumps(reference.to_dict(), indent=2))

@@ -51,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--synthetic-version",
         type=int,
         choices=(1, 2),
-        default=1,
-        help="synthetic ground-truth convention: 1 = glass labelled stroma, 2 = glass label 0",
+        default=2,
+        help="synthetic generator version: 1 = v1 blobs (glass labelled stroma), 2 = needle "
+        "cores, glass label 0 (default 2)",
     )
     p.add_argument(
         "--model",
@@ -111,12 +112,8 @@ def _model_dir(spec: str) -> Path:
 def _slides(args: argparse.Namespace) -> list[Any]:
     from napari_sgnet.training.sources import file_source, synthetic_source
 
-    version = getattr(args, "synthetic_version", 1)
-    options = {"version": version} if version != 1 else {}  # SynthConfig.version, when != 1
-    try:
-        sources = [synthetic_source(s, args.size, **options) for s in args.synthetic_seed]
-    except TypeError as exc:  # a generator without SynthConfig.version
-        raise OptionError(f"--synthetic-version {version}: not supported here ({exc})") from exc
+    version = int(getattr(args, "synthetic_version", 2))
+    sources = [synthetic_source(s, args.size, version=version) for s in args.synthetic_seed]
     if args.slide is not None:
         if args.labels is None:
             raise OptionError("SLIDE needs --labels (its ground truth)")

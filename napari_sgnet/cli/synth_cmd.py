@@ -45,10 +45,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--version",
         type=int,
         choices=(1, 2),
-        default=1,
+        default=2,
         dest="version",
         help="generator version: 1 = v1 tissue blobs, glass labelled 1; 2 = needle cores on "
-        "glass (label 0), outlined gland groups, mimics and distractors [1]",
+        "glass (label 0), outlined gland groups, mimics and distractors [2]",
     )
     p.add_argument("--name", default=None, help="file name stem [synthetic-SIZE-sSEED]")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality [90]")
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _default_name(args: argparse.Namespace) -> str:
     name = f"synthetic-{args.size}-s{args.seed}"
-    if getattr(args, "version", 1) != 1:
+    if getattr(args, "version", 2) != 2:
         name += f"-v{args.version}"
     if args.stain_shift:
         name += f"-shift{args.stain_shift:g}"

@@ -42,9 +42,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--synthetic-version",
         type=int,
         choices=(1, 2),
-        default=1,
+        default=2,
         help="synthetic generator version: 1 = v1 blobs (glass labelled 1), 2 = needle cores "
-        "on glass (label 0), outlined gland groups, mimics (default 1; see docs/synthetic.md)",
+        "on glass (label 0), outlined gland groups, mimics (default 2; see docs/synthetic.md)",
     )
     g.add_argument(
         "--slide",
@@ -158,7 +158,7 @@ def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[
     if set(train_seeds) & set(val_seeds):
         overlap = sorted(set(train_seeds) & set(val_seeds))
         raise OptionError(f"training and held-out seeds overlap: {overlap}")
-    version = int(getattr(args, "synthetic_version", 1))
+    version = int(getattr(args, "synthetic_version", 2))
     train = [synth(s, args.size, version=version) for s in train_seeds]
     train += [file_source(s, lab) for s, lab in _pairs(args.slide, args.labels, "training")]
     val = [synth(s, args.size, version=version) for s in val_seeds]

@@ -60,8 +60,8 @@ class SynthConfig:
     version : int
         Generator version: 1 = region-Voronoi blobs of tissue (glass and stroma labelled 1);
         2 = needle-biopsy cores on glass (label 0), outlined gland groups, real tumour gland
-        densities, basal cells, mimics and distractors (see ``docs/synthetic.md``). Configs
-        stored without a version are version 1.
+        densities, basal cells, mimics and distractors (see ``docs/synthetic.md``).
+        The default is 2; configs stored without a version are version 1.
     """
 
     width: int = 16384
@@ -78,7 +78,7 @@ class SynthConfig:
     blur: float = 0.0
     min_level_size: int = 1024
     name: str = "synthetic"
-    version: int = 1
+    version: int = 2
 
     def __post_init__(self) -> None:
         if self.height is None:

@@ -13,7 +13,7 @@ from napari_sgnet.training.dataset import SlideSource
 __all__ = ["describe_sources", "file_source", "parse_seeds", "synthetic_source"]
 
 
-def synthetic_source(seed: int, size: int, version: int = 1, **options: Any) -> SlideSource:
+def synthetic_source(seed: int, size: int, version: int = 2, **options: Any) -> SlideSource:
     """A generated Gleason-like slide (``size`` x ``size`` level-0 px at 0.5 µm/px) and its
     ground truth.
 
@@ -33,7 +33,7 @@ def synthetic_source(seed: int, size: int, version: int = 1, **options: Any) -> 
     name = options.pop("name", f"synthetic-{seed}")
     config = SynthConfig(width=size, height=size, seed=seed, name=name, version=version, **options)
     slide = generate_slide(config)
-    return SlideSource(slide.image, slide.labels, name)
+    return SlideSource(slide.image, slide.labels, name, tissue=slide.tissue)
 
 
 def file_source(image: str | Path, labels: str | Path, mpp: float | None = None) -> SlideSource:
