@@ -26,6 +26,7 @@ def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
     text = capsys.readouterr().out
     store_path = out / "CMU-1-Small-Region.sgnet.zarr"  # napari_sgnet.app.store_paths
     assert f"napari {store_path}" in text
+    assert "cannot judge" in text  # a model without training statistics: never a silent pass
     store = LabelStore.open(store_path, mode="r")
     assert store.requests[-1]["status"] == "completed"
     from napari_sgnet.geometry import Box, scale_box
@@ -40,6 +41,20 @@ def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
     tif = tifffile.imread(out / "CMU-1-Small-Region.labels.tif")
     assert np.array_equal(tif, store.read_labels(Box(0, 0, store.width, store.height)))
     assert (out / "CMU-1-Small-Region.labels.ome.zarr").is_dir()
+
+
+def test_headless_demo_with_the_bundled_model_warns_that_the_sample_is_out_of_distribution(
+    tmp_path, capsys
+):
+    """The main job: the bundled SGNet (synthetic training data) on the real CMU sample slide
+    says, in its summary, that the slide is out of distribution."""
+    from napari_sgnet.launch import main
+
+    code = main(["demo", "--headless", "--out", str(tmp_path / "out"), "--size", "512"])
+    assert code == 0
+    text = capsys.readouterr().out
+    line = next(t for t in text.splitlines() if "out of distribution" in t)
+    assert line.startswith("CMU-1-Small-Region.svs: warning:")
 
 
 def test_headless_demo_without_a_model_says_so(tmp_path, capsys, monkeypatch):

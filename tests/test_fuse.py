@@ -177,7 +177,9 @@ def test_bundled_model_keeps_its_labels():
     model = load_bundled()
     prepared = prepare_for_inference(model)
     assert prepared.fusion_report.batchnorm_left == 0
-    assert prepared.fusion_report.batchnorm_folded > 50
+    # every batch norm of the model (the auxiliary head's too, before it is dropped) is folded
+    n_batchnorm = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert prepared.fusion_report.batchnorm_folded == n_batchnorm > 20
     local, context = _inputs(model, 2)
     with torch.no_grad():
         ref = model(local, context)["logits"]

@@ -73,11 +73,13 @@ def test_config_field_validation_kind_and_needs_context():
 
 @pytest.mark.parametrize("name", ["sgnet", "baseline"])
 def test_old_configs_load_as_local_with_unchanged_hashes(name, tmp_path):
-    """The bundled config.json files predate the key: they load as "local", their hash is the
-    one their weights were saved with, and the checkpoints still load and verify."""
+    """A config.json written before the key existed (the bundled one with the key removed, as
+    the previous release's files were) loads as "local", its hash is the one its weights were
+    saved with, and the checkpoints still load and verify."""
     folder = Path(napari_sgnet.__file__).parent / "weights" / name
     raw = json.loads((folder / "config.json").read_text())
-    assert "baseline_input" not in raw
+    assert raw.get("baseline_input", "local") == "local"
+    raw.pop("baseline_input", None)
     cfg = ModelConfig.from_dict(raw)
     assert cfg.baseline_input == "local"
     with safe_open(str(folder / "model.safetensors"), "pt") as f:

@@ -109,12 +109,17 @@ def run(args: argparse.Namespace) -> int:
     request = InferenceRequest(slide=pyramid, store=store_path, model=model,
                                region=region, device=args.device, order="center")
     t0 = time.perf_counter()
+    last = None
     try:
         for ev in run_inference(request):
             _progress(ev)
+            last = ev
     except RequestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    ood = getattr(last, "ood", None)
+    if ood is not None:  # the region's out-of-distribution verdict (docs/ood.md)
+        print(f"\n{slide_path.name}: {ood.message()}")
     store = LabelStore.open(store_path, mode="r")
     exports = _export_all(store, pyramid, store_path)
     elapsed = time.perf_counter() - t0
