@@ -21,9 +21,10 @@ Ablations (:data:`ABLATIONS`)
 ``aux-only``
     SGNet's auxiliary head alone: its ``(B, K, aP, aP)`` logits over the surrounding patch
     cropped to the local patch's box and resampled to ``P x P`` (bilinear,
-    :func:`napari_sgnet.model.crop.crop_to_box`). The wrapped model must keep its auxiliary
-    head: the wrapper hides it from :func:`napari_sgnet.model.fuse.prepare_for_inference`,
-    which drops only a top-level ``aux_head``.
+    :meth:`napari_sgnet.model.sgnet.SegmentationModel.crop_to_local`). The wrapped model must
+    keep its auxiliary head: the wrapper hides it from
+    :func:`napari_sgnet.model.fuse.prepare_for_inference`, which drops only a top-level
+    ``aux_head``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from napari_sgnet.model.crop import BoxLike, crop_to_box, resolve_box
+from napari_sgnet.model.crop import BoxLike
+from napari_sgnet.model.sgnet import SegmentationModel
 
 __all__ = ["ABLATIONS", "AblatedModel", "ablation_applies", "parse_ablations"]
 
@@ -120,8 +122,5 @@ class AblatedModel(nn.Module):
         aux = out.get("aux") if isinstance(out, dict) else None
         if aux is None:
             raise ValueError("aux-only: the model returned no auxiliary output")
-        local_hw = (local.shape[-2], local.shape[-1])
-        context_hw = (context.shape[-2], context.shape[-1])
-        box = resolve_box(local_box_in_context, local.shape[0], local_hw, context_hw)
-        logits = crop_to_box(aux.float(), box, local_hw, context_hw)
+        logits = SegmentationModel.crop_to_local(aux.float(), local, context, local_box_in_context)
         return {"logits": logits}

@@ -113,8 +113,9 @@ class SegmentationModel(nn.Module):
         assert context is not None
         context_hw = (context.shape[-2], context.shape[-1])
         ctx = self.context_branch(context)
-        box = resolve_box(local_box_in_context, local.shape[0], local_hw, context_hw)
-        ctx_local = crop_to_box(ctx, box, (feat.shape[-2], feat.shape[-1]), context_hw)
+        ctx_local = self.crop_to_local(
+            ctx, local, context, local_box_in_context, (feat.shape[-2], feat.shape[-1])
+        )
         logits = self.head(torch.cat([feat, ctx_local.to(feat.dtype)], dim=1))
         out = {"logits": resize(logits, local_hw)}
         if self.aux_head is not None:  # None in an inference copy (model/fuse.py)
@@ -135,8 +136,35 @@ class SegmentationModel(nn.Module):
                 context, size=local_hw, mode="bilinear", align_corners=False, antialias=True
             )
         logits = self.general.classifier(self.general(small))  # (B, K, P/4, P/4) over context
-        box = resolve_box(box_arg, local.shape[0], local_hw, context_hw)
-        return crop_to_box(logits, box, local_hw, context_hw)
+        return self.crop_to_local(logits, local, context, box_arg)
+
+    @staticmethod
+    def crop_to_local(
+        x: torch.Tensor,
+        local: torch.Tensor,
+        context: torch.Tensor,
+        local_box_in_context: BoxLike = None,
+        out_hw: tuple[int, int] | None = None,
+    ) -> torch.Tensor:
+        """A map ``x`` ``(B, C, h, w)`` over the whole surrounding patch cropped to the local
+        patch's box and resampled to ``out_hw`` (default the local patch's ``P x P``) in one
+        bilinear step.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, C, h, w)`` features or logits covering ``context``.
+        local, context : Tensor
+            The local ``(B, 3, P, P)`` and surrounding ``(B, 3, aP, aP)`` patches (their shapes).
+        local_box_in_context : Tensor or sequence, optional
+            As in :meth:`forward` (default: centred).
+        out_hw : tuple of int, optional
+            Output size; default ``(P, P)``.
+        """
+        local_hw = (local.shape[-2], local.shape[-1])
+        context_hw = (context.shape[-2], context.shape[-1])
+        box = resolve_box(local_box_in_context, local.shape[0], local_hw, context_hw)
+        return crop_to_box(x, box, local_hw if out_hw is None else out_hw, context_hw)
 
 
 def _check_context(

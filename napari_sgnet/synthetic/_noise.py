@@ -18,7 +18,14 @@ import numpy as np
 
 from napari_sgnet.synthetic._hash import cell_hash, derive_key
 
-__all__ = ["Octave", "SmoothField", "noise_grid", "noise_points", "periodic_tile"]
+__all__ = [
+    "Octave",
+    "SmoothField",
+    "interpolate_grid",
+    "noise_grid",
+    "noise_points",
+    "periodic_tile",
+]
 
 _WEIGHT_SCALE = float(2**16)
 _VALUE_SCALE = 1.0 / 128.0
@@ -204,13 +211,7 @@ class SmoothField:
         """Values on the grid ``ys x xs`` (µm), float32 ``(len(ys), len(xs))``."""
         nx, jx, tx = self._axis(xs)
         ny, jy, ty = self._axis(ys)
-        f = self._values(nx, ny)
-        g = f[:, jx] * (np.float32(1.0) - tx) + f[:, jx + 1] * tx
-        d = g[1:] - g[:-1] if g.shape[0] > 1 else np.zeros_like(g)
-        out = d.take(np.minimum(jy, d.shape[0] - 1), axis=0)
-        out *= ty[:, None]
-        out += g.take(jy, axis=0)
-        return cast(np.ndarray, out)
+        return interpolate_grid(self._values(nx, ny), jx, tx, jy, ty)
 
     def grid_lod(self, xs: np.ndarray, ys: np.ndarray, pixel_um: float) -> np.ndarray:
         """Like :meth:`grid` for fine grids; on grids coarser than the control lattice, the
@@ -240,6 +241,21 @@ class SmoothField:
         g0 = corner[0] * (np.float32(1.0) - tx) + corner[1] * tx
         g1 = corner[2] * (np.float32(1.0) - tx) + corner[3] * tx
         return cast(np.ndarray, (g1 - g0) * ty + g0)
+
+
+def interpolate_grid(
+    f: np.ndarray, jx: np.ndarray, tx: np.ndarray, jy: np.ndarray, ty: np.ndarray
+) -> np.ndarray:
+    """Bilinear interpolation of control values ``f`` (float32 ``(ny, nx)``) on a grid: the
+    column ``x`` lies between nodes ``jx[x]`` and ``jx[x] + 1`` at fraction ``tx[x]`` (float32),
+    likewise the row ``y`` (``jy``, ``ty``); the one float32 formula of
+    :meth:`SmoothField.grid`."""
+    g = f[:, jx] * (np.float32(1.0) - tx) + f[:, jx + 1] * tx
+    d = g[1:] - g[:-1] if g.shape[0] > 1 else np.zeros_like(g)
+    out = d.take(np.minimum(jy, d.shape[0] - 1), axis=0)
+    out *= ty[:, None]
+    out += g.take(jy, axis=0)
+    return cast(np.ndarray, out)
 
 
 def periodic_tile(

@@ -15,7 +15,14 @@ import numpy as np
 from napari_sgnet.synthetic._glands import CRIBRIFORM, GLAND, SOLID, Primitive
 from napari_sgnet.synthetic._hash import cell_hash, uniforms
 
-__all__ = ["NUCLEUS", "GlandCanvas", "draw_primitive", "stamp_nuclei"]
+__all__ = [
+    "NUCLEUS",
+    "GlandCanvas",
+    "draw_primitive",
+    "outline_distance",
+    "paint_gland",
+    "stamp_nuclei",
+]
 
 _F32 = np.float32
 _OUTLINE_SAMPLES = 2048
@@ -104,19 +111,52 @@ def draw_primitive(
     dx = (xs[c0:c1] - p.cx).astype(_F32)
     dy = (ys[r0:r1] - p.cy).astype(_F32)
     ca, sa = _F32(math.cos(p.angle)), _F32(math.sin(p.angle))
-    u = (dx[None, :] * ca + dy[:, None] * sa) * _F32(1.0 / p.aspect)
-    v = dy[:, None] * ca - dx[None, :] * sa
-    theta = np.arctan2(v, u)
-    idx = ((theta + _F32(math.pi)) * _F32(_OUTLINE_SAMPLES / (2 * math.pi))).astype(np.int32)
-    idx &= _OUTLINE_SAMPLES - 1
     outline, folds = _outline_tables(p)
-    s = np.hypot(u, v) - outline.take(idx)
+    _, idx, s = outline_distance(p, dx, dy, ca, sa, outline)
     win = (slice(r0, r1), slice(c0, c1))
     cv.mask[win] |= s < 0
     if not cv.image:
         return
     inv = _F32(1.0 / px)
     inside = np.clip(_F32(0.5) - s * inv, 0.0, 1.0)
+    paint_gland(p, cv, win, dx, dy, s, idx, folds, inside, inv)
+
+
+def outline_distance(
+    p: Primitive,
+    dx: np.ndarray,
+    dy: np.ndarray,
+    ca: np.float32,
+    sa: np.float32,
+    outline: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(theta, idx, s)`` on the grid ``dy x dx`` (µm from the centre; ``ca, sa`` the cosine
+    and sine of ``p.angle``): the polar angle in the gland's frame, its index into the
+    outline tables (:func:`_outline_tables`), and the distance past the outline (µm, < 0
+    inside)."""
+    u = (dx[None, :] * ca + dy[:, None] * sa) * _F32(1.0 / p.aspect)
+    v = dy[:, None] * ca - dx[None, :] * sa
+    theta = np.arctan2(v, u)
+    idx = ((theta + _F32(math.pi)) * _F32(_OUTLINE_SAMPLES / (2 * math.pi))).astype(np.int32)
+    idx &= _OUTLINE_SAMPLES - 1
+    return theta, idx, np.hypot(u, v) - outline.take(idx)
+
+
+def paint_gland(
+    p: Primitive,
+    cv: GlandCanvas,
+    win: tuple[slice, slice],
+    dx: np.ndarray,
+    dy: np.ndarray,
+    s: np.ndarray,
+    idx: np.ndarray,
+    folds: np.ndarray | None,
+    inside: np.ndarray,
+    inv: np.float32,
+) -> None:
+    """The image fields of a gland (epithelium, lumen, holes, corpora amylacea, nuclei,
+    tone) in the window ``win`` of ``cv``, from :func:`outline_distance` and the coverage
+    ``inside`` (``inv`` = 1 / pixel size)."""
     np.maximum(cv.epi[win], inside, out=cv.epi[win])
     nuc = inside * _F32(p.nuclear_density)
     if p.kind != SOLID:

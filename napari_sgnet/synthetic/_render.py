@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import cast
+from collections.abc import Sequence
+from typing import Generic, TypeVar, cast
 
 import numpy as np
 
@@ -23,9 +24,11 @@ from napari_sgnet.synthetic._raster import NUCLEUS, GlandCanvas, draw_primitive,
 from napari_sgnet.synthetic._stain import stain_for_shift
 from napari_sgnet.synthetic.config import SynthConfig
 
-__all__ = ["Renderer", "level_coords"]
+__all__ = ["Renderer", "RendererBase", "level_coords", "mix_epithelium"]
 
 _F32 = np.float32
+_P = TypeVar("_P", bound=Primitive)
+_C = TypeVar("_C", bound=GlandCanvas)
 #: Stain amounts (optical density) per compartment.
 STROMA_H, STROMA_E = 0.09, 0.50
 LUMEN_H, LUMEN_E = 0.01, 0.03
@@ -49,8 +52,10 @@ def level_coords(start: int, n: int, downsample: int, mpp: float) -> np.ndarray:
     return (idx + (downsample // 2 + 0.5)) * mpp
 
 
-class Renderer:
-    """Renders windows of a synthetic slide; a pure function of the config and the window.
+class RendererBase(Generic[_P, _C]):
+    """What the v1 and v2 renderers share: the stroma texture and staining fields, the
+    nuclei, the pixel noise and blur, and the gland mask; a version supplies its shapes
+    (:meth:`_find`, :meth:`_new_canvas`, :meth:`_draw`) and :meth:`_image_float`.
 
     Parameters
     ----------
@@ -60,8 +65,6 @@ class Renderer:
 
     def __init__(self, config: SynthConfig) -> None:
         self.config = config
-        self.layout = Layout(config)
-        self.glands = GlandIndex(self.layout)
         self.stain = stain_for_shift(config.stain_shift)
         seed = config.seed
         self._keys = {
@@ -72,19 +75,204 @@ class Renderer:
         self._staining = SmoothField(derive_key(seed, "staining"), _STAINING, 100.0)
         self._mottle = SmoothField(derive_key(seed, "mottle-coarse"), _MOTTLE_COARSE, 8.0)
 
+    # ------------------------------------------------------- version specifics
+    def _find(self, xs: np.ndarray, ys: np.ndarray, px: float) -> Sequence[_P]:
+        """The shapes that may touch the grid ``ys x xs`` (pixel size ``px``)."""
+        raise NotImplementedError
+
+    def _new_canvas(self, shape: tuple[int, int], image: bool) -> _C:
+        raise NotImplementedError
+
+    def _draw(self, p: _P, cv: _C, xs: np.ndarray, ys: np.ndarray, px: float) -> None:
+        raise NotImplementedError
+
+    def _image_float(self, downsample: int, box: Box) -> np.ndarray:
+        """Float RGB of ``box`` before the noise and the blur."""
+        raise NotImplementedError
+
+    def _mix_glands(self, hem: np.ndarray, eos: np.ndarray, cv: _C, gain: np.ndarray) -> None:
+        """Blend the stains towards the compartments drawn in ``cv`` (in place)."""
+        raise NotImplementedError
+
+    def _field(self, field: SmoothField, xs: np.ndarray, ys: np.ndarray, px: float) -> np.ndarray:
+        """A smooth field on the grid ``ys x xs`` at pixel size ``px`` (image appearance)."""
+        return field.grid_lod(xs, ys, px)
+
     # ----------------------------------------------------------------- helpers
     def _coords(self, downsample: int, box: Box) -> tuple[np.ndarray, np.ndarray]:
         mpp = self.config.mpp
         xs = level_coords(box.x, box.w, downsample, mpp)
         return xs, level_coords(box.y, box.h, downsample, mpp)
 
-    def _glands(self, xs: np.ndarray, ys: np.ndarray, px: float) -> list[Primitive]:
-        pad = 2.0 * px
-        return self.glands.find(xs[0] - pad, ys[0] - pad, xs[-1] + pad, ys[-1] + pad)
-
     def _explicit_nuclei(self, downsample: int) -> bool:
         """Nuclei are drawn one by one while a nucleus cell spans at least 3 pixels."""
         return downsample * self.config.mpp <= NUCLEUS.CELL / 3.0
+
+    def _nucleus_halo(self, downsample: int) -> int:
+        """Level pixels a nucleus centred outside a window can reach into it."""
+        if not self._explicit_nuclei(downsample):
+            return 0
+        return math.ceil(NUCLEUS.REACH / (downsample * self.config.mpp)) + 2
+
+    def _canvas(
+        self, shape: tuple[int, int], xs: np.ndarray, ys: np.ndarray, px: float, image: bool
+    ) -> _C | None:
+        """The shapes near the grid drawn into a new canvas; ``None`` when there are none."""
+        found = self._find(xs, ys, px)
+        if not found:
+            return None
+        cv = self._new_canvas(shape, image)
+        for p in found:
+            self._draw(p, cv, xs, ys, px)
+        return cv
+
+    # ----------------------------------------------------------------- glands
+    def gland_mask(self, downsample: int, box: Box) -> np.ndarray:
+        """Ground truth: True where a gland (epithelium, lumen, tumour cells) lies."""
+        if box.is_empty:
+            return np.zeros((box.h, box.w), dtype=bool)
+        xs, ys = self._coords(downsample, box)
+        cv = self._canvas((box.h, box.w), xs, ys, downsample * self.config.mpp, image=False)
+        return np.zeros((box.h, box.w), dtype=bool) if cv is None else cv.mask
+
+    # ----------------------------------------------------------------- image
+    def image(self, downsample: int, box: Box) -> np.ndarray:
+        """RGB uint8 ``(h, w, 3)``."""
+        cfg = self.config
+        if box.is_empty:
+            return np.zeros((box.h, box.w, 3), dtype=np.uint8)
+        sigma = cfg.blur / downsample
+        blur_halo = math.ceil(3.5 * sigma) if sigma >= 0.25 else 0
+        halo = blur_halo + self._nucleus_halo(downsample)
+        ext = Box(box.x - halo, box.y - halo, box.w + 2 * halo, box.h + 2 * halo)
+        rgb = self._image_float(downsample, ext)
+        if cfg.noise > 0:
+            rgb += self._pixel_noise(downsample, ext)
+        if blur_halo:
+            from scipy.ndimage import gaussian_filter
+
+            rgb = gaussian_filter(rgb, sigma=(sigma, sigma, 0.0), mode="nearest", truncate=3.5)
+        rgb = rgb[halo : halo + box.h, halo : halo + box.w]
+        np.rint(rgb, out=rgb)
+        np.clip(rgb, 0.0, 255.0, out=rgb)
+        return rgb.astype(np.uint8)
+
+    def _stroma(
+        self, downsample: int, box: Box, xs: np.ndarray, ys: np.ndarray, px: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Stroma stain amounts: ``(horizontal, gain, hem, eos)`` (fibre weight along x,
+        staining gain, haematoxylin, eosin)."""
+        horizontal = self._field(self._orientation, xs, ys, px)
+        horizontal *= _F32(2.0)
+        horizontal += _F32(0.5)
+        np.clip(horizontal, 0.0, 1.0, out=horizontal)
+        tiles = _texture_tiles(
+            self._keys["fibres-x"],
+            self._keys["fibres-y"],
+            self._keys["mottle"],
+            downsample,
+            self.config.mpp,
+        )
+        if tiles is not None:
+            base, delta = tiles
+            n = base.shape[0]
+            rows, cols = np.arange(box.y, box.y1) % n, np.arange(box.x, box.x1) % n
+            tex = delta.take(rows, axis=0).take(cols, axis=1)
+            tex *= horizontal
+            tex += base.take(rows, axis=0).take(cols, axis=1)
+        else:
+            tex = np.zeros((box.h, box.w), _F32)
+        tex += self._field(self._mottle, xs, ys, px)
+        # Uneven staining across the slide (+-12 %).
+        gain = self._field(self._staining, xs, ys, px)
+        gain *= _F32(0.25)
+        gain += _F32(1.0)
+        hem = tex * _F32(0.35 * STROMA_H)
+        hem += _F32(STROMA_H)
+        eos = tex * _F32(0.4 * STROMA_E)
+        eos += _F32(STROMA_E)
+        eos *= gain
+        return horizontal, gain, hem, eos
+
+    def _stains(
+        self, downsample: int, box: Box, xs: np.ndarray, ys: np.ndarray, px: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Haematoxylin and eosin amounts before the tissue mask."""
+        horizontal, gain, hem, eos = self._stroma(downsample, box, xs, ys, px)
+        cv = self._canvas((box.h, box.w), xs, ys, px, image=True)
+        if cv is not None:
+            self._mix_glands(hem, eos, cv, gain)
+        self._add_nuclei(downsample, box, hem, eos, horizontal, cv)
+        return hem, eos
+
+    def _add_nuclei(
+        self,
+        downsample: int,
+        box: Box,
+        hem: np.ndarray,
+        eos: np.ndarray,
+        horizontal: np.ndarray,
+        cv: GlandCanvas | None,
+    ) -> None:
+        """Blend the nuclei (drawn, or their mean coverage on coarse levels) into the stains."""
+        shape = (box.h, box.w)
+        if cv is not None:
+            density = np.maximum(cv.nuc, _F32(NUCLEUS.STROMA_DENSITY))
+            density *= _F32(1.0) - cv.lum
+            scale = cv.scale
+        else:
+            density = np.full(shape, NUCLEUS.STROMA_DENSITY, _F32)
+            scale = np.full(shape, NUCLEUS.STROMA_SCALE, _F32)
+        if self._explicit_nuclei(downsample):
+            nuc = stamp_nuclei(
+                self._keys["nuclei"],
+                (box.x, box.y),
+                downsample,
+                self.config.mpp,
+                density,
+                scale,
+                horizontal,
+            )
+        else:
+            coverage = math.pi * NUCLEUS.RADIUS**2 * 0.8 / NUCLEUS.CELL**2
+            nuc = density * (scale * scale) * _F32(coverage)
+        hem += nuc * (_F32(NUCLEUS_H) - hem)
+        eos += nuc * (_F32(NUCLEUS_E) - eos)
+
+    def _pixel_noise(self, downsample: int, box: Box) -> np.ndarray:
+        tile = _noise_tile(self._keys["pixel-noise"], downsample)
+        n = tile.shape[0]
+        rows, cols = np.arange(box.y, box.y1) % n, np.arange(box.x, box.x1) % n
+        return cast(
+            np.ndarray, tile.take(rows, axis=0).take(cols, axis=1) * _F32(self.config.noise)
+        )
+
+
+class Renderer(RendererBase[Primitive, GlandCanvas]):
+    """Renders windows of a synthetic slide; a pure function of the config and the window.
+
+    Parameters
+    ----------
+    config : SynthConfig
+        The slide description.
+    """
+
+    def __init__(self, config: SynthConfig) -> None:
+        super().__init__(config)
+        self.layout = Layout(config)
+        self.glands = GlandIndex(self.layout)
+
+    def _find(self, xs: np.ndarray, ys: np.ndarray, px: float) -> list[Primitive]:
+        pad = 2.0 * px
+        return self.glands.find(xs[0] - pad, ys[0] - pad, xs[-1] + pad, ys[-1] + pad)
+
+    def _new_canvas(self, shape: tuple[int, int], image: bool) -> GlandCanvas:
+        return GlandCanvas(shape, image)
+
+    def _draw(
+        self, p: Primitive, cv: GlandCanvas, xs: np.ndarray, ys: np.ndarray, px: float
+    ) -> None:
+        draw_primitive(p, cv, xs, ys, px)
 
     # ----------------------------------------------------------------- labels
     def labels(self, downsample: int, box: Box) -> np.ndarray:
@@ -115,39 +303,7 @@ class Renderer:
             return np.ones((box.h, box.w), dtype=bool)
         return cast(np.ndarray, layout.tissue_grid(xs, ys) > layout.tissue_threshold)
 
-    def gland_mask(self, downsample: int, box: Box) -> np.ndarray:
-        """Ground truth: True where a gland (epithelium, lumen, tumour cells) lies."""
-        cv = GlandCanvas((box.h, box.w), image=False)
-        if box.is_empty:
-            return cv.mask
-        xs, ys = self._coords(downsample, box)
-        px = downsample * self.config.mpp
-        for p in self._glands(xs, ys, px):
-            draw_primitive(p, cv, xs, ys, px)
-        return cv.mask
-
     # ----------------------------------------------------------------- image
-    def image(self, downsample: int, box: Box) -> np.ndarray:
-        """RGB uint8 ``(h, w, 3)``."""
-        cfg = self.config
-        if box.is_empty:
-            return np.zeros((box.h, box.w, 3), dtype=np.uint8)
-        px = downsample * cfg.mpp
-        sigma = cfg.blur / downsample
-        blur_halo = math.ceil(3.5 * sigma) if sigma >= 0.25 else 0
-        nuc_halo = math.ceil(NUCLEUS.REACH / px) + 2 if self._explicit_nuclei(downsample) else 0
-        halo = blur_halo + nuc_halo
-        ext = Box(box.x - halo, box.y - halo, box.w + 2 * halo, box.h + 2 * halo)
-        rgb = self._image_float(downsample, ext)
-        if blur_halo:
-            from scipy.ndimage import gaussian_filter
-
-            rgb = gaussian_filter(rgb, sigma=(sigma, sigma, 0.0), mode="nearest", truncate=3.5)
-        rgb = rgb[halo : halo + box.h, halo : halo + box.w]
-        np.rint(rgb, out=rgb)
-        np.clip(rgb, 0.0, 255.0, out=rgb)
-        return rgb.astype(np.uint8)
-
     def _image_float(self, downsample: int, box: Box) -> np.ndarray:
         cfg, layout = self.config, self.layout
         px = downsample * cfg.mpp
@@ -168,88 +324,25 @@ class Renderer:
                 hem *= alpha
                 eos *= alpha
             self.stain.to_rgb(hem, eos, rgb)
-        if cfg.noise > 0:
-            rgb += self._pixel_noise(downsample, box)
         return rgb
 
-    def _stains(
-        self, downsample: int, box: Box, xs: np.ndarray, ys: np.ndarray, px: float
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Haematoxylin and eosin amounts before the tissue mask."""
-        shape = (box.h, box.w)
-        horizontal = self._orientation.grid_lod(xs, ys, px)
-        horizontal *= _F32(2.0)
-        horizontal += _F32(0.5)
-        np.clip(horizontal, 0.0, 1.0, out=horizontal)
-        tiles = _texture_tiles(
-            self._keys["fibres-x"],
-            self._keys["fibres-y"],
-            self._keys["mottle"],
-            downsample,
-            self.config.mpp,
-        )
-        if tiles is not None:
-            base, delta = tiles
-            n = base.shape[0]
-            rows, cols = np.arange(box.y, box.y1) % n, np.arange(box.x, box.x1) % n
-            tex = delta.take(rows, axis=0).take(cols, axis=1)
-            tex *= horizontal
-            tex += base.take(rows, axis=0).take(cols, axis=1)
-        else:
-            tex = np.zeros(shape, _F32)
-        tex += self._mottle.grid_lod(xs, ys, px)
-        # Uneven staining across the slide (+-12 %).
-        gain = self._staining.grid_lod(xs, ys, px)
-        gain *= _F32(0.25)
-        gain += _F32(1.0)
-        hem = tex * _F32(0.35 * STROMA_H)
-        hem += _F32(STROMA_H)
-        eos = tex * _F32(0.4 * STROMA_E)
-        eos += _F32(STROMA_E)
-        eos *= gain
-        glands = self._glands(xs, ys, px)
-        if glands:
-            cv = GlandCanvas(shape, image=True)
-            for p in glands:
-                draw_primitive(p, cv, xs, ys, px)
-            epi_h = _F32(0.06) + _F32(0.26) * cv.tone
-            epi_e = (_F32(0.20) + _F32(0.16) * cv.tone) * gain
-            hem += cv.epi * (epi_h - hem)
-            eos += cv.epi * (epi_e - eos)
-            hem += cv.lum * (_F32(LUMEN_H) - hem)
-            eos += cv.lum * (_F32(LUMEN_E) - eos)
-            hem += cv.amyl * (_F32(AMYLACEA_H) - hem)
-            eos += cv.amyl * (_F32(AMYLACEA_E) - eos)
-            density = np.maximum(cv.nuc, _F32(NUCLEUS.STROMA_DENSITY))
-            density *= _F32(1.0) - cv.lum
-            scale = cv.scale
-        else:
-            density = np.full(shape, NUCLEUS.STROMA_DENSITY, _F32)
-            scale = np.full(shape, NUCLEUS.STROMA_SCALE, _F32)
-        if self._explicit_nuclei(downsample):
-            nuc = stamp_nuclei(
-                self._keys["nuclei"],
-                (box.x, box.y),
-                downsample,
-                self.config.mpp,
-                density,
-                scale,
-                horizontal,
-            )
-        else:
-            coverage = math.pi * NUCLEUS.RADIUS**2 * 0.8 / NUCLEUS.CELL**2
-            nuc = density * (scale * scale) * _F32(coverage)
-        hem += nuc * (_F32(NUCLEUS_H) - hem)
-        eos += nuc * (_F32(NUCLEUS_E) - eos)
-        return hem, eos
+    def _mix_glands(
+        self, hem: np.ndarray, eos: np.ndarray, cv: GlandCanvas, gain: np.ndarray
+    ) -> None:
+        mix_epithelium(hem, eos, cv, gain)
+        hem += cv.lum * (_F32(LUMEN_H) - hem)
+        eos += cv.lum * (_F32(LUMEN_E) - eos)
+        hem += cv.amyl * (_F32(AMYLACEA_H) - hem)
+        eos += cv.amyl * (_F32(AMYLACEA_E) - eos)
 
-    def _pixel_noise(self, downsample: int, box: Box) -> np.ndarray:
-        tile = _noise_tile(self._keys["pixel-noise"], downsample)
-        n = tile.shape[0]
-        rows, cols = np.arange(box.y, box.y1) % n, np.arange(box.x, box.x1) % n
-        return cast(
-            np.ndarray, tile.take(rows, axis=0).take(cols, axis=1) * _F32(self.config.noise)
-        )
+
+def mix_epithelium(hem: np.ndarray, eos: np.ndarray, cv: GlandCanvas, gain: np.ndarray) -> None:
+    """Blend the stains towards epithelium (cytoplasm darker with ``cv.tone``; eosin scaled
+    by the staining ``gain``) by its coverage ``cv.epi`` (in place)."""
+    epi_h = _F32(0.06) + _F32(0.26) * cv.tone
+    epi_e = (_F32(0.20) + _F32(0.16) * cv.tone) * gain
+    hem += cv.epi * (epi_h - hem)
+    eos += cv.epi * (epi_e - eos)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,7 +8,7 @@ from typing import cast
 
 import numpy as np
 
-from napari_sgnet.synthetic._noise import Octave, SmoothField, noise_points
+from napari_sgnet.synthetic._noise import Octave, SmoothField, interpolate_grid, noise_points
 
 __all__ = ["Field1D", "node_values", "smooth_grid", "smooth_points"]
 
@@ -114,13 +114,7 @@ def smooth_grid(field: SmoothField, xs: np.ndarray, ys: np.ndarray) -> np.ndarra
     # SmoothField.grid interpolates between the distinct nodes it needs; with sorted,
     # evenly spaced coordinates those are consecutive, so a node block is the same table.
     f = node_values(field, x0, y0, int(ix.max()) - x0 + 2, int(iy.max()) - y0 + 2)
-    jx, jy = ix - x0, iy - y0
-    g = f[:, jx] * (np.float32(1.0) - tx) + f[:, jx + 1] * tx
-    d = g[1:] - g[:-1] if g.shape[0] > 1 else np.zeros_like(g)
-    out = d.take(np.minimum(jy, d.shape[0] - 1), axis=0)
-    out *= ty[:, None]
-    out += g.take(jy, axis=0)
-    return cast(np.ndarray, out)
+    return interpolate_grid(f, ix - x0, tx, iy - y0, ty)
 
 
 def smooth_points(field: SmoothField, px: np.ndarray, py: np.ndarray) -> np.ndarray:

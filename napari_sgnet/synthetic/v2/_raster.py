@@ -8,22 +8,17 @@ from typing import cast
 
 import numpy as np
 
-from napari_sgnet.synthetic._raster import GlandCanvas, _holes, _outline_tables
-from napari_sgnet.synthetic.v2._shapes import (
-    CRIBRIFORM,
-    EPITHELIAL,
-    GLAND,
-    INFLAMMATION,
-    NERVE,
-    SOLID,
-    VESSEL,
-    Shape,
+from napari_sgnet.synthetic._raster import (
+    GlandCanvas,
+    _outline_tables,
+    outline_distance,
+    paint_gland,
 )
+from napari_sgnet.synthetic.v2._shapes import EPITHELIAL, INFLAMMATION, NERVE, VESSEL, Shape
 
 __all__ = ["Canvas", "draw_shape"]
 
 _F32 = np.float32
-_N = 2048
 #: Nuclear density and size of lymphocytes (inflammation).
 LYMPHOCYTE_DENSITY, LYMPHOCYTE_SCALE = 1.0, 0.8
 
@@ -78,13 +73,8 @@ def draw_shape(p: Shape, cv: Canvas, xs: np.ndarray, ys: np.ndarray, px: float) 
     if p.kind == NERVE:
         _nerve(p, cv, win, dx, dy, ca, sa, inv, px)
         return
-    u = (dx[None, :] * ca + dy[:, None] * sa) * _F32(1.0 / p.aspect)
-    v = dy[:, None] * ca - dx[None, :] * sa
-    theta = np.arctan2(v, u)
-    idx = ((theta + _F32(math.pi)) * _F32(_N / (2 * math.pi))).astype(np.int32)
-    idx &= _N - 1
     outline, folds = _tables(p)
-    s = np.hypot(u, v) - outline.take(idx)
+    theta, idx, s = outline_distance(p, dx, dy, ca, sa, outline)
     if p.kind in EPITHELIAL:
         cv.mask[win] |= s < 0
     if not cv.image:
@@ -98,30 +88,11 @@ def draw_shape(p: Shape, cv: Canvas, xs: np.ndarray, ys: np.ndarray, px: float) 
         big = np.where(inside > 0.5, _F32(LYMPHOCYTE_SCALE), _F32(0.0))
         np.maximum(cv.scale[win], big, out=cv.scale[win])
         return
-    np.maximum(cv.epi[win], inside, out=cv.epi[win])
-    nuc = inside * _F32(p.nuclear_density)
-    if p.kind != SOLID:
-        depth = s + _F32(p.epithelium)
-        if folds is not None:
-            depth += folds.take(idx)
-        inner = np.clip(_F32(0.5) - depth * inv, 0.0, 1.0)
-        lum = inner * _holes(p, dx, dy, float(inv)) if p.kind == CRIBRIFORM else inner
-        np.maximum(cv.lum[win], lum, out=cv.lum[win])
-        if p.kind == GLAND and p.basal:
-            nuc *= np.clip(_F32(0.5) + (s + _F32(0.45 * p.epithelium)) * inv, 0.0, 1.0)
-        if p.amylacea is not None:
-            ax, ay, ar = p.amylacea
-            d = np.hypot(dx[None, :] - _F32(ax), dy[:, None] - _F32(ay))
-            am = np.clip(_F32(0.5) - (d - _F32(ar)) * inv, 0.0, 1.0) * inner
-            np.maximum(cv.amyl[win], am, out=cv.amyl[win])
+    paint_gland(p, cv, win, dx, dy, s, idx, folds, inside, inv)
     if p.basal_rim > 0:
         rim = _band(s, p.basal_rim, inv)
         rim *= _beads(theta, p, px)
         np.maximum(cv.basal[win], rim, out=cv.basal[win])
-    np.maximum(cv.nuc[win], nuc, out=cv.nuc[win])
-    big = np.where(inside > 0.5, _F32(p.nuclear_scale), _F32(0.0))
-    np.maximum(cv.scale[win], big, out=cv.scale[win])
-    np.maximum(cv.tone[win], inside * _F32(p.tone), out=cv.tone[win])
 
 
 def _beads(theta: np.ndarray, p: Shape, px: float) -> np.ndarray:
