@@ -1,7 +1,8 @@
 """Stain and noise robustness: mIoU of models on stain-shifted and noisy synthetic slides.
 
-Each model predicts the working level of held-out generated slides (seeds 520-523 by default, generator v2; the v1 sweeps used 400-403:
-no test, benchmark or training run of the project uses them) through the evaluation tile loop
+Each model predicts the working level of held-out generated slides (seeds 520-523 by default,
+generator v2; the v1 sweeps used 400-403: no test, benchmark or training run of the project uses
+them) through the evaluation tile loop
 (:func:`napari_sgnet.training.evaluate.predict_level`: the inference engine's protocol with
 overlap 0, the one model runtime), for ``SynthConfig(stain_shift=s)`` and ``SynthConfig(noise=n)``
 (every other setting the training default: reference stain, noise 3). Scores pooled over the
