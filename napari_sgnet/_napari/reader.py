@@ -13,25 +13,31 @@ __all__ = ["get_reader", "read_slide"]
 
 log = logging.getLogger(__name__)
 
-_SUFFIXES = (
-    ".svs", ".ndpi", ".tif", ".tiff", ".scn", ".mrxs", ".bif", ".png", ".jpg", ".jpeg", ".zarr",
-)
-
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return :func:`read_slide` when ``path`` looks like something this plugin opens."""
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    """Return :func:`read_slide` when napari-sgnet can open every path, else None.
+
+    The decision reads metadata only (TIFF tags, image headers, zarr attributes) through
+    :func:`napari_sgnet.io.readers.probe`, the same checks the readers run when opening:
+    RGB(A) or greyscale single-plane slides and images, NGFF OME-Zarr images and
+    image-label groups, and napari-sgnet label stores. Anything else (fluorescence
+    channels, z-stacks, time series, plain zarr arrays, damaged files) gets None so that
+    napari can offer another reader. Never raises.
+    """
+    from napari_sgnet.io.readers import probe
+
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    except TypeError:
+        return None
     if not paths:
         return None
     for p in paths:
-        p = Path(p)
-        if not (p.suffix.lower() in _SUFFIXES or (p.is_dir() and _looks_like_zarr(p))):
+        verdict = probe(p)
+        if not verdict.ok:
+            log.debug("not claiming %s", verdict.error)
             return None
     return read_slide
-
-
-def _looks_like_zarr(path: Path) -> bool:
-    return any((path / name).exists() for name in ("zarr.json", ".zattrs", ".zgroup"))
 
 
 def read_slide(path: str | list[str]) -> list[LayerData]:
@@ -43,40 +49,24 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
         With a message naming the file and the problem; napari shows it as a notification.
     """
     from napari_sgnet.io import open_pyramid
+    from napari_sgnet.io.readers import probe
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
-    from napari_sgnet.io.labelstore import LabelStore
-
     for p in paths:
-        if LabelStore.is_store(p):  # a napari-sgnet label store: its slide + the labels
+        kind = probe(p).kind
+        if kind == "labelstore":  # a napari-sgnet label store: its slide + the labels
             from napari_sgnet._napari.session import store_layers
 
             layers.extend(store_layers(p))
             continue
-        if _is_label_image(Path(p)):  # an exported OME-Zarr label image: a coloured labels layer
+        if kind == "label-image":  # an exported OME-Zarr label image: a coloured labels layer
             layers.append(_label_image_layer(Path(p)))
             continue
         pyramid = open_pyramid(p)
         log.info("opened %s", pyramid.summary())
         layers.append(image_layer_data(pyramid))
     return layers
-
-
-def _is_label_image(path: Path) -> bool:
-    """True for an OME-Zarr group whose attributes carry ``image-label`` (NGFF 0.4 or 0.5)."""
-    import json
-
-    for meta in ("zarr.json", ".zattrs"):
-        f = path / meta
-        if path.is_dir() and f.is_file():
-            try:
-                attrs = json.loads(f.read_text())
-            except (OSError, ValueError):
-                return False
-            attrs = attrs.get("attributes", attrs)
-            return "image-label" in attrs.get("ome", attrs)
-    return False
 
 
 def _label_image_layer(path: Path) -> LayerData:

@@ -9,6 +9,9 @@ PNG / JPEG signature          flat image, pyramid built once into the cache
 folder with zarr metadata     OME-Zarr (NGFF 0.4 zarr v2, 0.5 zarr v3)
 .mrxs .vms .vmu .svslide .dcm OpenSlide (optional ``slides`` extra)
 ============================  ================================================
+
+:func:`probe` (and :func:`can_open`) runs the same checks from metadata alone and never
+raises; the npe2 reader claims only what it accepts.
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ from napari_sgnet.io.readers.cache import CACHE_ENV, default_cache_dir
 from napari_sgnet.io.readers.flat import ProgressFn, open_flat_image
 from napari_sgnet.io.readers.omezarr import is_zarr_folder, open_omezarr
 from napari_sgnet.io.readers.openslide_reader import OPENSLIDE_EXTENSIONS, open_openslide
+from napari_sgnet.io.readers.probe import Probe, can_open, probe
 from napari_sgnet.io.readers.tiff import open_tiff
 
 __all__ = [
     "CACHE_ENV",
     "SLIDE_EXTENSIONS",
+    "Probe",
     "ProgressFn",
+    "can_open",
     "default_cache_dir",
     "detect_format",
     "open_pyramid",
+    "probe",
 ]
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ __all__ = [
     "SUPPORTED_CHANNELS",
     "LevelArray",
     "as_dask",
+    "axes_problem",
     "check_pixels",
     "dask_chunks",
     "downsample_factors",
@@ -38,6 +39,7 @@ __all__ = [
     "guard_open",
     "length_to_um",
     "normalise_axes",
+    "pixels_problem",
     "plausible_resolution_mpp",
     "slide_name",
     "validate_levels",
@@ -247,6 +249,60 @@ def as_dask(level: LevelArray, chunks: Sequence[int], stamp: Any = None) -> da.A
     )
 
 
+def axes_problem(axes: str, shape: Sequence[int], dtype: Any) -> str | None:
+    """Why an image with these axes, shape and dtype cannot be read, or None when it can.
+
+    The one statement of what a slide may look like, used by :func:`normalise_axes` when
+    a slide is opened and by :mod:`napari_sgnet.io.readers.probe` from metadata alone:
+    ``Y`` and ``X`` once each, at most one channel axis (``C`` or ``S``) of 1, 3 or 4
+    channels, every other axis singleton, a number dtype, a non-empty plane.
+
+    Parameters
+    ----------
+    axes : str
+        One letter per dimension (any case).
+    shape : sequence of int
+        The stored shape.
+    dtype : dtype-like
+        The stored pixel type.
+
+    Returns
+    -------
+    str or None
+        The problem, phrased to follow the file's name; None when the image is readable.
+    """
+    axes = axes.upper()
+    problem = _layout_problem(axes, shape)
+    if problem is not None:
+        return problem
+    sizes = {ax: int(n) for ax, n in zip(axes, shape, strict=True) if ax in "YX"}
+    channels = [int(n) for ax, n in zip(axes, shape, strict=True) if ax in "CS" and n != 1]
+    out_shape = (sizes["Y"], sizes["X"], *channels)
+    return pixels_problem(out_shape, dtype)
+
+
+def _layout_problem(axes: str, shape: Sequence[int]) -> str | None:
+    """The axes part of :func:`axes_problem` (upper-case ``axes``)."""
+    if len(axes) != len(shape) or axes.count("Y") != 1 or axes.count("X") != 1:
+        return f"cannot interpret image axes {axes!r} (need Y and X)"
+    kept: list[tuple[str, int]] = []
+    for ax, size in zip(axes, shape, strict=True):
+        if ax in "YX":
+            kept.append((ax, int(size)))
+        elif size == 1:
+            continue
+        elif ax in "CS":
+            kept.append(("C", int(size)))
+        else:
+            return (
+                f"has {size} planes along axis {ax!r}; only single-plane 2-D slides are "
+                "supported (export one plane first)"
+            )
+    if [ax for ax, _ in kept].count("C") > 1:
+        return f"has several channel axes ({axes!r} {tuple(shape)})"
+    return None
+
+
 def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
     """Reorder a lazy array to ``(Y, X)`` or ``(Y, X, C)``.
 
@@ -259,10 +315,18 @@ def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
         (samples) are channel axes; any other axis (``T``, ``Z``, ...) must be singleton.
     path : Path
         The slide, named in errors.
+
+    Raises
+    ------
+    UnsupportedSlideError
+        When :func:`axes_problem` finds a problem.
+    CorruptSlideError
+        When the image plane is empty.
     """
     axes = axes.upper()
-    if len(axes) != array.ndim or "Y" not in axes or "X" not in axes:
-        raise UnsupportedSlideError(path, f"cannot interpret image axes {axes!r} (need Y and X)")
+    problem = _layout_problem(axes, array.shape)
+    if problem is not None:
+        raise UnsupportedSlideError(path, problem)
     index: list[Any] = []
     kept: list[str] = []
     for ax, size in zip(axes, array.shape, strict=True):
@@ -271,17 +335,9 @@ def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
             kept.append(ax)
         elif size == 1:
             index.append(0)
-        elif ax in "CS":
+        else:
             index.append(slice(None))
             kept.append("C")
-        else:
-            raise UnsupportedSlideError(
-                path,
-                f"has {size} planes along axis {ax!r}; only single-plane 2-D slides are "
-                "supported (export one plane first)",
-            )
-    if kept.count("C") > 1:
-        raise UnsupportedSlideError(path, f"has several channel axes ({axes!r} {array.shape})")
     array = array[tuple(index)]
     order = [kept.index("Y"), kept.index("X")] + ([kept.index("C")] if "C" in kept else [])
     if order != list(range(len(order))):
@@ -290,18 +346,36 @@ def normalise_axes(array: da.Array, axes: str, path: Path) -> da.Array:
     return array
 
 
-def check_pixels(shape: Sequence[int], dtype: Any, path: Path) -> None:
-    """Refuse channel counts and dtypes that a brightfield slide cannot have."""
+def pixels_problem(shape: Sequence[int], dtype: Any) -> str | None:
+    """Why a ``(Y, X[, C])`` image cannot be a brightfield slide, or None when it can."""
     if len(shape) == 3 and shape[2] not in SUPPORTED_CHANNELS:
-        raise UnsupportedSlideError(
-            path,
+        return (
             f"has {shape[2]} channels; napari-sgnet reads greyscale, RGB or RGBA slides "
-            "(1, 3 or 4 channels), not multiplexed/fluorescence images",
+            "(1, 3 or 4 channels), not multiplexed/fluorescence images"
         )
     if np.dtype(dtype).kind not in "uif":
-        raise UnsupportedSlideError(path, f"has pixel type {np.dtype(dtype)}, not a number type")
+        return f"has pixel type {np.dtype(dtype)}, not a number type"
     if min(shape[:2], default=0) <= 0:
-        raise CorruptSlideError(path, f"has an empty image ({shape[1]} x {shape[0]} px)")
+        return f"has an empty image ({shape[1]} x {shape[0]} px)"
+    return None
+
+
+def check_pixels(shape: Sequence[int], dtype: Any, path: Path) -> None:
+    """Refuse channel counts and dtypes that a brightfield slide cannot have.
+
+    Raises
+    ------
+    UnsupportedSlideError
+        For a channel count or pixel type napari-sgnet does not read.
+    CorruptSlideError
+        For an empty image plane.
+    """
+    problem = pixels_problem(shape, dtype)
+    if problem is None:
+        return
+    if min(shape[:2], default=0) <= 0:
+        raise CorruptSlideError(path, problem)
+    raise UnsupportedSlideError(path, problem)
 
 
 def downsample_factors(sizes: Sequence[tuple[int, int]]) -> tuple[float, ...]:

@@ -32,7 +32,7 @@ from napari_sgnet.io.readers._common import (
 )
 from napari_sgnet.io.readers.cache import load_or_build, plan_level_sizes
 
-__all__ = ["ProgressFn", "cached_pyramid", "open_flat_image"]
+__all__ = ["ProgressFn", "cached_pyramid", "open_flat_image", "probe_flat"]
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +121,7 @@ def open_flat_image(
     progress : callable, optional
         ``progress(done, total)`` during the one-time build.
     """
-    with open(path, "rb") as fh:
-        head = fh.read(_HEADER_BYTES)
-    with guard_open(path, f"{fmt.upper()} file"):
-        mpp, components = _png_header(head) if fmt == "png" else _jpeg_header(head)
-    if fmt == "jpeg" and components == 4:
-        raise UnsupportedSlideError(path, "is a CMYK JPEG; convert it to RGB")
+    mpp = _header(path, fmt)
     metadata = {
         "format": fmt.upper(),
         "mpp_source": None if mpp is None else f"{fmt.upper()} pixel density",
@@ -144,6 +139,28 @@ def open_flat_image(
         cache_dir=cache_dir,
         progress=progress,
     )
+
+
+def probe_flat(path: Path, fmt: str) -> None:
+    """Check, from the header only, that :func:`open_flat_image` opens ``path``.
+
+    Raises
+    ------
+    SlideError
+        ``CorruptSlideError`` or ``UnsupportedSlideError`` naming the file and the problem.
+    """
+    _header(path, fmt)
+
+
+def _header(path: Path, fmt: str) -> float | None:
+    """µm/px from the file's header, which is checked to be a readable PNG/JPEG header."""
+    with guard_open(path, f"{fmt.upper()} file"), open(path, "rb") as fh:
+        head = fh.read(_HEADER_BYTES)
+    with guard_open(path, f"{fmt.upper()} file"):
+        mpp, components = _png_header(head) if fmt == "png" else _jpeg_header(head)
+    if fmt == "jpeg" and components == 4:
+        raise UnsupportedSlideError(path, "is a CMYK JPEG; convert it to RGB")
+    return mpp
 
 
 def _decode(path: Path, fmt: str) -> np.ndarray:

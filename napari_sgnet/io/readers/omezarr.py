@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import zarr
 
@@ -21,6 +22,7 @@ from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,
     as_dask,
+    axes_problem,
     dask_chunks,
     downsample_factors,
     file_stamp,
@@ -31,7 +33,7 @@ from napari_sgnet.io.readers._common import (
     validate_levels,
 )
 
-__all__ = ["is_zarr_folder", "open_omezarr"]
+__all__ = ["is_zarr_folder", "open_omezarr", "probe_omezarr"]
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +58,9 @@ def open_omezarr(path: Path) -> Pyramid:
     -------
     Pyramid
     """
-    with guard_open(path, "zarr store"):
-        node = zarr.open(store=str(path), mode="r")
-    if isinstance(node, zarr.Array):
-        raise UnsupportedSlideError(
-            path, "is a single zarr array, not an OME-Zarr image; open the image group above it"
-        )
-    with guard_open(path, "OME-Zarr store"):
-        group, version = _image_group(node, path)
-        try:
-            ms = parse_multiscale(group.attrs.asdict())
-        except ValueError as exc:
-            raise CorruptSlideError(path, f"OME-Zarr {exc}") from exc
-        axes = _axis_names(ms, path)
-        units = {a.name[:1].upper(): a.unit for a in ms.axes if a.name}
-        arrays = []
-        for d in ms.datasets:
-            try:
-                arr = group[d.path]
-            except KeyError as exc:
-                raise CorruptSlideError(path, f"dataset {d.path!r} is missing") from exc
-            if not isinstance(arr, zarr.Array) or arr.ndim != len(axes):
-                raise CorruptSlideError(
-                    path, f"dataset {d.path!r} is not a {len(axes)}-D array ({axes})"
-                )
-            arrays.append(arr)
-        scales = [ms.level_scale(k) for k in range(len(ms.datasets))]
+    group, version, ms, axes, arrays = _inspect(path)
+    units = {a.name[:1].upper(): a.unit for a in ms.axes if a.name}
+    scales = [ms.level_scale(k) for k in range(len(ms.datasets))]
 
     stamp = file_stamp(path)
     yx = (axes.index("Y"), axes.index("X"))
@@ -120,6 +99,51 @@ def open_omezarr(path: Path) -> Pyramid:
             "zarr_format": group.metadata.zarr_format,
         },
     )
+
+
+def probe_omezarr(path: Path) -> None:
+    """Check, from metadata only, that :func:`open_omezarr` opens ``path``.
+
+    Reads the group attributes and the datasets' array metadata, never chunks.
+
+    Raises
+    ------
+    SlideError
+        ``CorruptSlideError`` or ``UnsupportedSlideError`` naming the store and the problem.
+    """
+    _, _, _, axes, arrays = _inspect(path)
+    problem = axes_problem(axes, arrays[0].shape, arrays[0].dtype)
+    if problem is not None:
+        raise UnsupportedSlideError(path, problem)
+
+
+def _inspect(path: Path) -> tuple[zarr.Group, str, Multiscale, str, list[zarr.Array[Any]]]:
+    """The image group, its NGFF version, multiscale, axis letters and level arrays."""
+    with guard_open(path, "zarr store"):
+        node = zarr.open(store=str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        raise UnsupportedSlideError(
+            path, "is a single zarr array, not an OME-Zarr image; open the image group above it"
+        )
+    with guard_open(path, "OME-Zarr store"):
+        group, version = _image_group(node, path)
+        try:
+            ms = parse_multiscale(group.attrs.asdict())
+        except ValueError as exc:
+            raise CorruptSlideError(path, f"OME-Zarr {exc}") from exc
+        axes = _axis_names(ms, path)
+        arrays = []
+        for d in ms.datasets:
+            try:
+                arr = group[d.path]
+            except KeyError as exc:
+                raise CorruptSlideError(path, f"dataset {d.path!r} is missing") from exc
+            if not isinstance(arr, zarr.Array) or arr.ndim != len(axes):
+                raise CorruptSlideError(
+                    path, f"dataset {d.path!r} is not a {len(axes)}-D array ({axes})"
+                )
+            arrays.append(arr)
+    return group, version, ms, axes, arrays
 
 
 def _image_group(node: zarr.Group, path: Path) -> tuple[zarr.Group, str]:

@@ -27,7 +27,7 @@ from napari_sgnet.io.readers._common import (
     validate_levels,
 )
 
-__all__ = ["OPENSLIDE_EXTENSIONS", "open_openslide"]
+__all__ = ["OPENSLIDE_EXTENSIONS", "open_openslide", "probe_openslide"]
 
 #: Extensions routed to OpenSlide (formats tifffile does not read).
 OPENSLIDE_EXTENSIONS = (".mrxs", ".vms", ".vmu", ".svslide", ".dcm")
@@ -46,6 +46,23 @@ def _import_openslide(path: Path) -> Any:
         raise UnsupportedSlideError(
             path, f"the OpenSlide library cannot be loaded ({exc}); {_INSTALL_HINT}"
         ) from exc
+
+
+def probe_openslide(path: Path) -> None:
+    """Check that OpenSlide is installed and recognises ``path`` (reads its header only).
+
+    Raises
+    ------
+    UnsupportedSlideError
+        OpenSlide is missing, or does not recognise the file.
+    """
+    openslide = _import_openslide(path)
+    try:
+        vendor = openslide.OpenSlide.detect_format(str(path))
+    except (openslide.OpenSlideError, OSError, ValueError) as exc:
+        raise CorruptSlideError(path, f"OpenSlide cannot inspect it ({exc})") from exc
+    if vendor is None:
+        raise UnsupportedSlideError(path, "OpenSlide does not recognise this file")
 
 
 class OpenSlideLevel:

@@ -23,6 +23,7 @@ from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,
     as_dask,
+    axes_problem,
     dask_chunks,
     downsample_factors,
     file_stamp,
@@ -36,7 +37,7 @@ from napari_sgnet.io.readers._common import (
 from napari_sgnet.io.readers.cache import lazy_halvings
 from napari_sgnet.io.readers.flat import ProgressFn, cached_pyramid
 
-__all__ = ["SINGLE_LEVEL_MAX_SIDE", "open_tiff"]
+__all__ = ["SINGLE_LEVEL_MAX_SIDE", "open_tiff", "probe_tiff"]
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,8 @@ def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None 
         tf = tifffile.TiffFile(path)
     try:
         with guard_open(path, "TIFF file"):
-            index, series = _main_series(tf, path)
-            levels = _pyramid_series(tf, index, series)
+            index, series, levels = _inspect(tf, path)
             pages = [lvl.keyframe for _, _, lvl in levels]
-            for page in pages:
-                _check_decodable(page, path)
             mpp, mpp_source = _tiff_mpp(tf, series, pages[0])
             metadata: dict[str, Any] = {
                 "format": _format_name(tf),
@@ -141,6 +139,59 @@ def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None 
         name=name,
         metadata=metadata,
     )
+
+
+def probe_tiff(path: Path) -> None:
+    """Check, from metadata only, that :func:`open_tiff` opens ``path`` and its data is there.
+
+    Runs the same checks as :func:`open_tiff` (main series, pyramid, compression,
+    photometric, axes and channels) without building any array, and additionally refuses
+    a file whose image data ends past the end of the file (a truncated copy), which
+    :func:`open_tiff` itself only reports when a tile is read.
+
+    Parameters
+    ----------
+    path : Path
+        A TIFF-based file.
+
+    Raises
+    ------
+    SlideError
+        ``CorruptSlideError`` or ``UnsupportedSlideError`` naming the file and the problem.
+    """
+    with guard_open(path, "TIFF file"):
+        tf = tifffile.TiffFile(path)
+    try:
+        with guard_open(path, "TIFF file"):
+            _, _, levels = _inspect(tf, path)
+            size = path.stat().st_size
+            for _, _, lvl in levels:
+                page = lvl.keyframe
+                ends = [
+                    int(o) + int(n)
+                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
+                    if n
+                ]
+                if ends and max(ends) > size:
+                    raise CorruptSlideError(
+                        path,
+                        f"is truncated: its image data ends at byte {max(ends)} but the file "
+                        f"has {size} bytes",
+                    )
+    finally:
+        tf.close()
+
+
+def _inspect(tf: tifffile.TiffFile, path: Path) -> tuple[int, Any, list[tuple[int, int, Any]]]:
+    """The main series, its index and pyramid levels, checked as :func:`open_tiff` needs."""
+    index, series = _main_series(tf, path)
+    levels = _pyramid_series(tf, index, series)
+    for _, _, lvl in levels:
+        _check_decodable(lvl.keyframe, path)
+    problem = axes_problem(series.axes, series.shape, series.dtype)
+    if problem is not None:
+        raise UnsupportedSlideError(path, problem)
+    return index, series, levels
 
 
 class _Stored:
