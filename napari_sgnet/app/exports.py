@@ -118,7 +118,8 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "geojson", "GeoJSON", ".geojson", (".geojson", ".json"),
             "One polygon per class region, with class names (QuPath: File > Import objects).",
-            ("level", "min_area", "skip_background", "split"), False, False, _geojson,
+            ("level", "min_area", "skip_background", "split", "measurements", "simplify"),
+            False, False, _geojson,
         ),
         ExportFormat(
             "tiff", "TIFF", ".labels.tif", (".tif", ".tiff"),

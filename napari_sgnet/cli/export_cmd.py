@@ -62,6 +62,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--split", action="store_true", help="geojson: one feature per region, not per class"
     )
+    parser.add_argument(
+        "--measurements",
+        action="store_true",
+        help="geojson: add area (µm²) and mean confidence to each feature's properties",
+    )
+    parser.add_argument(
+        "--simplify",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="geojson: simplify outlines with this tolerance in µm (default: exact outlines)",
+    )
     parser.add_argument("--slide", default=None, help="patches: the slide the store was made for")
     parser.add_argument(
         "--patch-size",

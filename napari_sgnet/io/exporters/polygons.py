@@ -10,10 +10,14 @@ down), so an outer ring has positive shoelace area and a hole negative; with tha
 orientation GeoJSON's right-hand rule holds. Edges are linked into rings globally
 (so regions crossing block borders need no merging pass), taking the right turn at
 a vertex where two regions touch diagonally: regions are 4-connected, holes
-8-connected. A hole belongs to the region of the pixel just left of its leftmost
-edge; that pixel's row run starts at a left edge of some ring of the same region
-(the outer ring, or a hole further left), which identifies the owner without any
-point-in-polygon test. Memory is proportional to the boundary length, not the area.
+8-connected. A ring that then passes one vertex twice (a C-shaped region whose ends
+touch diagonally, a hole pinched at a corner) is cut there into simple rings (see
+:func:`_split_pinches`), so every polygon is valid by OGC/JTS rules: no ring touches
+itself, holes touch their shell or each other at single points only. A hole belongs
+to the region of the pixel just left of its leftmost edge; that pixel's row run
+starts at a left edge of some ring of the same region (the outer ring, or a hole
+further left), which identifies the owner without any point-in-polygon test. Memory
+is proportional to the boundary length, not the area.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from napari_sgnet.geometry import Box
 
-__all__ = ["BoundaryTracer", "Polygon", "mask_polygons", "polygon_area2"]
+__all__ = ["BoundaryTracer", "Polygon", "mask_polygons", "polygon_area2", "polygon_runs"]
 
 #: A polygon: ``[exterior, *holes]``, each ring an ``(n, 2)`` int64 array of ``(x, y)``
 #: pixel-corner vertices, not closed (the first vertex is not repeated).
@@ -173,6 +177,54 @@ def _link(
     return nxt
 
 
+def _cycles(nxt: np.ndarray) -> tuple[int, np.ndarray]:
+    """Number of cycles of the permutation ``nxt`` and the cycle of each element."""
+    n = nxt.size
+    graph = csr_matrix((np.ones(n, dtype=np.int8), (np.arange(n), nxt)), shape=(n, n))
+    n_rings, ring = connected_components(graph, directed=True, connection="weak")
+    return int(n_rings), ring
+
+
+def _split_pinches(nxt: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Cut rings that touch themselves at a vertex into simple rings.
+
+    With the right-turn rule a vertex where two pixels of the label touch diagonally
+    starts two segments. When both lie on one ring, that ring passes the vertex twice,
+    which OGC/JTS validity forbids ("Ring Self-intersection"). Exchanging the successors
+    of the two segments arriving there (a transposition within one cycle) cuts the cycle
+    into two rings that each pass the vertex once: a C-shaped outline becomes an outer
+    ring plus a hole touching it at that point, a pinched hole two holes touching at a
+    point. Pinch points of one ring never interleave (the region is 4-connected, its
+    interior connected), so all of them can be cut at once. Pinches between two
+    different rings (regions or holes touching at a corner) are valid and kept.
+
+    Parameters
+    ----------
+    nxt : numpy.ndarray
+        Successor of each segment (from :func:`_link`).
+    start : numpy.ndarray
+        Key of each segment's start vertex.
+
+    Returns
+    -------
+    numpy.ndarray
+        The successors with every self-touching ring cut (``nxt`` is modified in place).
+    """
+    order = np.argsort(start, kind="stable")
+    same = start[order[1:]] == start[order[:-1]]
+    if not same.any():
+        return nxt
+    a, b = order[:-1][same], order[1:][same]
+    _, ring = _cycles(nxt)
+    own = ring[a] == ring[b]
+    a, b = a[own], b[own]
+    pred = np.empty_like(nxt)
+    pred[nxt] = np.arange(nxt.size)
+    pa, pb = pred[a], pred[b]
+    nxt[pa], nxt[pb] = b, a
+    return nxt
+
+
 def _walk(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Order segments ring by ring, vectorised.
 
@@ -190,8 +242,7 @@ def _walk(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         Ring index of each segment.
     """
     n = nxt.size
-    graph = csr_matrix((np.ones(n, dtype=np.int8), (np.arange(n), nxt)), shape=(n, n))
-    n_rings, ring = connected_components(graph, directed=True, connection="weak")
+    n_rings, ring = _cycles(nxt)
     sizes = np.bincount(ring, minlength=n_rings)
     head = np.empty(n_rings, dtype=np.int64)
     head[ring] = np.arange(n)  # any one segment of each ring
@@ -215,7 +266,7 @@ def _trace(e: _Edges, wp: int) -> list[Polygon]:
     sx, sy, ex, ey, d = _segments(e)
     if d.size == 0:
         return []
-    nxt = _link(sx, sy, ex, ey, d, wp)
+    nxt = _split_pinches(_link(sx, sy, ex, ey, d, wp), sy * wp + sx)
     order, starts, ring_of = _walk(nxt)
     n_rings = starts.size - 1
     ring_at = ring_of[order]  # ring of each ordered position (ascending)
@@ -297,6 +348,36 @@ def polygon_area2(polygon: Polygon) -> int:
         x, y = ring[:, 0], ring[:, 1]
         total += int(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
     return total
+
+
+def polygon_runs(polygons: list[Polygon]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row runs of the pixels inside ``polygons`` (even-odd over all their rings).
+
+    Parameters
+    ----------
+    polygons : list of Polygon
+        Non-overlapping rectilinear polygons on the pixel grid (as traced here).
+
+    Returns
+    -------
+    rows, x0, x1 : numpy.ndarray
+        Pixels ``x0 <= x < x1`` of row ``rows`` are inside; sorted by row, then x.
+    """
+    rings = [ring for poly in polygons for ring in poly]
+    if not rings:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    p = np.concatenate(rings)
+    q = np.concatenate([np.roll(r, -1, axis=0) for r in rings])
+    vertical = p[:, 0] == q[:, 0]
+    x = p[vertical, 0]
+    y0 = np.minimum(p[vertical, 1], q[vertical, 1])
+    n = np.abs(p[vertical, 1] - q[vertical, 1])
+    rows = np.repeat(y0, n) + np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    xs = np.repeat(x, n)
+    order = np.lexsort((xs, rows))
+    rows, xs = rows[order], xs[order]
+    return rows[0::2], xs[0::2], xs[1::2]
 
 
 def mask_polygons(mask: np.ndarray) -> list[Polygon]:
