@@ -128,7 +128,7 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "patches", "Training patches", "-patches", (),
             "Image + label patches of the corrected regions, for fine-tuning.",
-            ("patch_size", "masks"), True, True, _patches,
+            ("patch_size", "masks", "layout"), True, True, _patches,
         ),
     )
 }  # fmt: skip

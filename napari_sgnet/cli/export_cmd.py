@@ -87,6 +87,14 @@ def register(subparsers: Any) -> None:
         default="edited",
         help="patches: label only corrected pixels (default) or all labelled pixels",
     )
+    parser.add_argument(
+        "--patch-layout",
+        dest="layout",
+        choices=("items", "pairs"),
+        default=None,
+        help="patches: items/<id>/ folders with a manifest (default) or flat "
+        "images/ + masks/ PNGs with patches.csv",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 

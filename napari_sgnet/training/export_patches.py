@@ -9,10 +9,15 @@ label masks, and a manifest entry with the slide, the box (store level-0 pixels,
 level-0 pixels and the working resolution in ``meta``) and the model id. The folder is
 written with :func:`~napari_sgnet.training.patches.write_patch_folder` into a staging folder
 moved into place at the end.
+
+``layout="pairs"`` writes a flat folder instead (``images/<id>.png``, ``masks/<id>.png`` and
+``patches.csv``, see :func:`export_patches`) that common training tools read directly. With no
+corrected regions nothing is written and :class:`NoCorrectionsError` is raised.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from collections.abc import Iterator
@@ -20,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
-from napari_sgnet.errors import OptionError, SlideError, StoreError
+from napari_sgnet.errors import OptionError, SlideError, StoreError, UserInputError
 from napari_sgnet.geometry import Box, context_box, scale_box
 from napari_sgnet.io.exporters._common import Progress, report, staged_output
 from napari_sgnet.io.labelstore import LabelStore
@@ -32,6 +38,8 @@ from napari_sgnet.io.working import WorkingLevel, store_working_level
 from napari_sgnet.training.patches import MANIFEST, PatchItem, write_patch_folder
 
 __all__ = [
+    "PAIRS_CSV",
+    "NoCorrectionsError",
     "edited_regions",
     "export_patches",
     "open_slide",
@@ -43,6 +51,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MaskMode = Literal["edited", "all"]
+Layout = Literal["items", "pairs"]
+#: The table of a ``layout="pairs"`` export.
+PAIRS_CSV = "patches.csv"
+
+
+class NoCorrectionsError(UserInputError):
+    """The store has no corrected regions, so there are no training patches to export."""
+
+    def __init__(self, store_path: str | Path) -> None:
+        self.path = Path(store_path)
+        super().__init__(
+            f"{self.path}: no corrections to export (the store has no corrected regions; "
+            "commit some edits first)"
+        )
 
 
 def open_slide(path: str | Path) -> Pyramid:
@@ -180,6 +202,7 @@ def export_patches(
     patch_size: int | None = None,
     context_factor: float | None = None,
     masks: MaskMode = "edited",
+    layout: Layout = "items",
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
@@ -199,8 +222,18 @@ def export_patches(
     masks : {"edited", "all"}
         ``"edited"``: only corrected pixels carry labels (others 0, ignored in training);
         ``"all"``: the store's labels everywhere in the patch.
+    layout : {"items", "pairs"}
+        ``"items"`` (default): the patch folder of
+        :func:`~napari_sgnet.training.patches.write_patch_folder` (``items/<id>/``, local and
+        surrounding patches, ``manifest.json``). ``"pairs"``: a flat folder of local patches,
+        ``images/<id>.png`` (RGB uint8 at the working level), ``masks/<id>.png`` (uint8 label
+        ids, 0 = no label) and ``patches.csv`` with columns ``id,image,mask,slide,x,y,level,
+        mpp`` and one ``count_<class name>`` column per palette class (mask pixels of that
+        class); ``image``/``mask`` are relative to ``out``, ``slide`` is an absolute path,
+        ``x, y`` the patch's top-left corner in slide level-0 pixels, ``level``/``mpp`` the
+        working level (``level`` empty when it is not a slide level).
     overwrite : bool
-        Replace an existing patch folder at ``out``.
+        Replace an existing export of the same layout at ``out``.
     progress : callable, optional
         ``progress(done, total)`` after each patch.
 
@@ -211,16 +244,22 @@ def export_patches(
 
     Raises
     ------
+    NoCorrectionsError
+        The store has no corrected regions (nothing is written).
     StoreError
         If ``out`` exists (without ``overwrite``), the store does not belong to ``slide``, or
         the slide's working level is not the store's level 0 (:func:`working_view`).
     """
     if masks not in ("edited", "all"):
         raise OptionError(f"masks must be 'edited' or 'all', got {masks!r}")
+    if layout not in ("items", "pairs"):
+        raise OptionError(f"layout must be 'items' or 'pairs', got {layout!r}")
+    regions = edited_regions(store)
+    if not regions:
+        raise NoCorrectionsError(store.path)  # before the slide is opened or anything written
     pyramid = slide if isinstance(slide, Pyramid) else open_slide(slide)
     store.check_slide(pyramid)
     size, factor, model_id = _model_geometry(store, patch_size, context_factor)
-    regions = edited_regions(store)
     tiles = plan_patches(regions, size, store.width, store.height)
     log.info("%d edited region(s) -> %d candidate patch(es)", len(regions), len(tiles))
     work = working_view(store, pyramid)
@@ -228,6 +267,12 @@ def export_patches(
     mpp = work.mpp
     level = work.level if work.exact else None
     source = str(pyramid.source) if pyramid.source is not None else pyramid.name
+    if layout == "pairs":
+        slide_path = str(Path(pyramid.source).resolve()) if pyramid.source is not None else source
+        return _export_pairs(
+            store, work, tiles, Path(out), slide=slide_path, level=level, masks=masks,
+            overwrite=overwrite, progress=progress,
+        )  # fmt: skip
 
     def items() -> Iterator[PatchItem]:
         for i, local in enumerate(tiles):
@@ -266,4 +311,52 @@ def export_patches(
         write_patch_folder(
             stage, items(), store.palette, mpp=mpp, patch_size=size, context_factor=factor
         )
+    return out
+
+
+def _export_pairs(
+    store: LabelStore,
+    work: WorkingLevel,
+    tiles: list[Box],
+    out: Path,
+    *,
+    slide: str,
+    level: int | None,
+    masks: MaskMode,
+    overwrite: bool,
+    progress: Progress | None,
+) -> Path:
+    """The ``layout="pairs"`` folder: flat image/mask PNGs and ``patches.csv``."""
+    palette = store.palette
+    ds = store.base_downsample
+    counts = [f"count_{name}" for name in palette.names]
+    header = ["id", "image", "mask", "slide", "x", "y", "level", "mpp", *counts]
+    with staged_output(
+        out, overwrite=overwrite, kind="dir", replaceable=lambda p: (p / PAIRS_CSV).is_file()
+    ) as stage:
+        (stage / "images").mkdir(parents=True)
+        (stage / "masks").mkdir()
+        with open(stage / PAIRS_CSV, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            n = 0
+            for i, local in enumerate(tiles):
+                report(progress, i + 1, len(tiles))
+                mask, edited = _masks(store, local, masks)
+                if not edited.any():
+                    continue
+                item_id = f"{n:06d}"
+                n += 1
+                image_rel, mask_rel = f"images/{item_id}.png", f"masks/{item_id}.png"
+                Image.fromarray(read_slide_at(work, local)).save(stage / image_rel)
+                mask = np.ascontiguousarray(mask, dtype=np.uint8)
+                Image.fromarray(mask).save(stage / mask_rel)
+                per_class = np.bincount(mask.ravel(), minlength=len(palette.names) + 1)
+                sx, sy = scale_box(local, ds).as_tuple()[:2]
+                writer.writerow([
+                    item_id, image_rel, mask_rel, slide, sx, sy,
+                    "" if level is None else level, "" if work.mpp is None else f"{work.mpp:.6g}",
+                    *(int(c) for c in per_class[1 : len(palette.names) + 1]),
+                ])  # fmt: skip
+    log.info("wrote %d image/mask pair(s) to %s", n, out)
     return out
