@@ -17,9 +17,9 @@ from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.metrics import SeamCounts, mean_sd, tile_constant
 from napari_sgnet.model import build_model, save_checkpoint
 from napari_sgnet.training.dataset import SlideSource
-from napari_sgnet.training.evaluate import (
+from napari_sgnet.training.evaluate import predict_level
+from napari_sgnet.training.scoring import (
     majority_label,
-    predict_level,
     score_slide,
     seam_reference,
     slide_truth,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.cli.evaluate_report import format_table
 from napari_sgnet.errors import OptionError, UserInputError
 
 __all__ = ["format_table", "register", "run"]
@@ -185,7 +186,7 @@ def _scored_row(
     scores: list[Any], refs: list[Any], info: dict[str, Any], tolerance: tuple[float, float]
 ) -> dict[str, Any]:
     """A result row: the summary plus the old pooled keys (``miou`` ... ``seams``)."""
-    from napari_sgnet.training.evaluate import summarise
+    from napari_sgnet.training.scoring import summarise
 
     summary = summarise(scores, refs)
     pooled_all = summary["pooled"]["all_pixels"]
@@ -217,12 +218,8 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     from napari_sgnet.inference.ablation import AblatedModel, ablation_applies, parse_ablations
     from napari_sgnet.model import load_checkpoint
     from napari_sgnet.model.runtime import resolve_device
-    from napari_sgnet.training.evaluate import (
-        predict_level,
-        score_slide,
-        seam_reference,
-        slide_truth,
-    )
+    from napari_sgnet.training.evaluate import predict_level
+    from napari_sgnet.training.scoring import score_slide, seam_reference, slide_truth
 
     try:
         ablations = parse_ablations(getattr(args, "ablations", None))
@@ -328,7 +325,7 @@ def _trivial_rows(
     """The "majority class" and "tile-constant oracle" rows of every (µm/px, tile) grid."""
     from napari_sgnet.config import ModelConfig
     from napari_sgnet.metrics import tile_constant
-    from napari_sgnet.training.evaluate import (
+    from napari_sgnet.training.scoring import (
         majority_label,
         majority_prediction,
         score_slide,
@@ -369,147 +366,6 @@ def _trivial_rows(
             }
         out[f"majority class{suffix}"]["majority_label"] = majority
     return out
-
-
-def _pm(mean: Any, sd: Any, digits: int = 3) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f}±{sd:.{digits}f}"
-
-
-def _grid_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            h.ljust(w) if i == 0 else h.rjust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
-    ]
-    lines.append("-" * len(lines[0]))
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
-    return lines
-
-
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """The readable report: the figures table, pooled figures, per-slide, per-class IoU and
-    the confusion matrices (rows truth, columns prediction, row-normalised %)."""
-    first = next(iter(results.values()))
-    n = first["n_slides"]
-    tol_um, tol_px = first["boundary_tolerance_um"], first["boundary_tolerance_px"]
-    out = [
-        f"mean±sd over {n} slide{'s' if n != 1 else ''} (sample sd; '-' sd with one slide); "
-        f"boundary F tolerance {tol_um:g} µm = {tol_px:g} px",
-        "",
-    ]
-
-    def ms(row: dict[str, Any], key: str) -> str:
-        return _pm(row["mean"].get(key), row["sd"].get(key))
-
-    header = [
-        "",
-        "tissue mIoU",
-        "all-pixel mIoU",
-        "tissue acc",
-        "boundary F",
-        "seam",
-        "seam truth",
-        "seam tile-const",
-        "seam pos",
-    ]
-    rows = [
-        [
-            name,
-            ms(r, "tissue_miou"),
-            ms(r, "all_miou"),
-            ms(r, "tissue_pixel_accuracy"),
-            ms(r, "boundary_f1"),
-            ms(r, "seam_border_rate"),
-            ms(r, "seam_truth_border_rate"),
-            ms(r, "seam_oracle_border_rate"),
-            ms(r, "seam_position"),
-        ]
-        for name, r in results.items()
-    ]
-    out += _grid_table(header, rows)
-    out.append(
-        "seam = border disagreement rate on the tile grid; seam pos: 0 = like the truth, "
-        "1 = like a tile-constant output"
-    )
-
-    def fmt(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    out += ["", "pooled over slides"]
-    header = [
-        "",
-        "tissue mIoU",
-        "all-pixel mIoU",
-        "tissue acc",
-        "all-pixel acc",
-        "boundary F",
-        "seam",
-        "seam ratio",
-        "tile / tiler",
-    ]
-    rows = []
-    for name, r in results.items():
-        p = r["pooled"]
-        rows.append(
-            [
-                name,
-                fmt(p["tissue"]["miou"]),
-                fmt(p["all_pixels"]["miou"]),
-                fmt(p["tissue"]["pixel_accuracy"]),
-                fmt(p["all_pixels"]["pixel_accuracy"]),
-                fmt(p["boundary"]["f1"]),
-                fmt(p["seams"]["border_rate"]),
-                fmt(p["seams"]["ratio"]),
-                f"{r['tile']} / {r['tiler']}",
-            ]
-        )
-    out += _grid_table(header, rows)
-
-    slides = [p["slide"] for p in first["per_slide"]]
-    out += ["", "tissue mIoU per slide"]
-    rows = [[name, *(fmt(p["tissue_miou"]) for p in r["per_slide"])] for name, r in results.items()]
-    out += _grid_table(["", *slides], rows)
-
-    classes = list(first["mean"]["iou"])
-    out += ["", "tissue IoU per class (mean±sd over slides)"]
-    rows = [
-        [name, *(_pm(r["mean"]["iou"][c], r["sd"]["iou"][c]) for c in classes)]
-        for name, r in results.items()
-    ]
-    out += _grid_table(["", *classes], rows)
-
-    for name, r in results.items():
-        if r["kind"] != "model":
-            continue
-        conf = r["pooled"]["tissue"]["confusion"]
-        labels, counts = conf["labels"], conf["counts"]
-        cols = list(range(1, len(labels)))
-        if any(row[0] for row in counts[1:]):
-            cols = [0, *cols]
-        out += [
-            "",
-            f"{name}: confusion on tissue, pooled (rows truth, columns prediction, % of row)",
-        ]
-        rows = []
-        for t in range(1, len(labels)):
-            total = sum(counts[t])
-            rows.append(
-                [labels[t], *(f"{100 * counts[t][c] / total:.1f}" if total else "-" for c in cols)]
-            )
-        out += _grid_table(["truth \\ prediction", *(labels[c] for c in cols)], rows)
-        for note in r.get("ablation_notes", []):
-            out.append(f"{name}: ablations {note}")
-    return "\n".join(out)
 
 
 def _record(model_dir: Path, scores: dict[str, Any]) -> None:
