@@ -238,6 +238,8 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     # (mpp, step) -> per slide (truth, tissue), for the trivial rows
     grids: dict[tuple[float | None, int], list[tuple[np.ndarray, np.ndarray, float]]] = {}
+    truths: dict[tuple[float | None, int], tuple[Any, np.ndarray, np.ndarray]] = {}
+    references: dict[tuple[float | None, int, int], Any] = {}
     with tempfile.TemporaryDirectory(prefix="sgnet-eval-") as tmp:
         for index, spec in enumerate(args.model):
             model_dir = _model_dir(spec)
@@ -260,11 +262,17 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             notes = [f"{', '.join(names)} skipped: {why}" for why, names in skipped.items()]
             rows: dict[str, tuple[list[Any], list[Any]]] = {v[0]: ([], []) for v in variants}
             tolerance_px = math.nan
-            for src in sources:
-                img, truth, tissue = slide_truth(src, config.mpp)
+            for i, src in enumerate(sources):
+                # the truth of a slide at a resolution, and its seam reference on a grid, are
+                # the same for every model that shares them: computed once
+                if (config.mpp, i) not in truths:
+                    truths[config.mpp, i] = slide_truth(src, config.mpp)
+                img, truth, tissue = truths[config.mpp, i]
                 mpp = img.mpp if img.mpp is not None else config.mpp
                 tolerance_px = tolerance_um / mpp if mpp else tolerance_um / 4.0
-                ref = seam_reference(truth, tissue, step)
+                if (config.mpp, step, i) not in references:
+                    references[config.mpp, step, i] = seam_reference(truth, tissue, step)
+                ref = references[config.mpp, step, i]
                 grids.setdefault((config.mpp, step), [])
                 if len(grids[(config.mpp, step)]) < len(sources):
                     grids[(config.mpp, step)].append((truth, tissue, tolerance_px))
