@@ -42,6 +42,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "export",
+    "import",
     "predict",
     "finetune",
     "calibrate_ood",

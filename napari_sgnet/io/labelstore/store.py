@@ -408,6 +408,63 @@ class LabelStore:
             self.records.add_commit(record)
         return record
 
+    def commit_blocks(
+        self,
+        blocks: Iterable[tuple[Box, np.ndarray, np.ndarray]],
+        *,
+        author: str | None = None,
+        message: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Commit one correction made of several level-0 boxes (an import) as one commit.
+
+        Parameters
+        ----------
+        blocks : iterable of (Box, numpy.ndarray, numpy.ndarray)
+            ``(box, labels, mask)``: uint8 labels of each box and the bool pixels to write
+            (the others keep their labels); boxes lie inside level 0 and do not overlap.
+        author, message : str, optional
+            Recorded with the commit.
+        extra : dict, optional
+            More JSON fields of the commit record (e.g. ``{"source": ...}``).
+
+        Returns
+        -------
+        dict
+            The commit record: like :meth:`commit_edit`'s, ``box`` being the union of the
+            boxes written and ``pixels`` their total, plus ``extra``.
+        """
+        self._guard.check_writable()
+        boxes: list[Box] = []
+        total = 0
+        with self._guard.writing():
+            for box, labels, mask in blocks:
+                self.pixels.check_box(box, labels, mask)
+                total += self.pixels.write_edit(box, np.asarray(labels, dtype=np.uint8), mask)
+                boxes.append(box)
+            if boxes:
+                self.pyramid.update(boxes)
+            union = (
+                Box.from_bounds(
+                    min(b.x for b in boxes),
+                    min(b.y for b in boxes),
+                    max(b.x1 for b in boxes),
+                    max(b.y1 for b in boxes),
+                )
+                if boxes
+                else Box(0, 0, 0, 0)
+            )
+            record = {
+                "time": now_iso(),
+                "box": list(union.as_tuple()),
+                "pixels": total,
+                "author": author,
+                "message": message,
+                **(extra or {}),
+            }
+            self.records.add_commit(record)
+        return record
+
     # ------------------------------------------------------------------ reading
     def read_labels(self, box: Box, level: int = 0) -> np.ndarray:
         """Labels in ``box`` (pixels of ``level``), 0 past the edge."""
