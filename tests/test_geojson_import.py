@@ -407,3 +407,65 @@ def test_label_pyramid_follows_the_image_levels(tmp_path: Path, slide):
         level = np.asarray(pyr.levels[k])
         f = int(slide.downsamples[k])
         assert level.sum() == 2 * (100 // f) * (60 // f)
+
+
+# ---------------------------------------------------------------- ground truth for evaluate / train
+@pytest.fixture(scope="module")
+def synth_files(tmp_path_factory):
+    """A tiny v1 synthetic slide on disk, its label zarr, and the labels as GeoJSON."""
+    out = tmp_path_factory.mktemp("synth")
+    argv = ["synth", str(out), "--size", "512", "--seed", "5", "--version", "1", "--name", "s"]
+    assert main(argv) == 0
+    from napari_sgnet.training.scoring import slide_truth
+    from napari_sgnet.training.sources import file_source
+
+    labels = out / "s.labels.ome.zarr" / "labels" / "gleason"
+    # The truth the readers make at the tiny model's 4 µm/px (x8 on this 0.5 µm/px slide),
+    # exported as polygons on that grid.
+    _, truth, _ = slide_truth(file_source(out / "s.ome.tif", labels), 4.0)
+    geojson = export_geojson(truth, out / "s.geojson", base_downsample=8, slide_size=(512, 512))
+    return out / "s.ome.tif", labels, geojson
+
+
+def test_geojson_ground_truth_reads_like_the_label_image(synth_files):
+    from napari_sgnet.training.scoring import slide_truth
+    from napari_sgnet.training.sources import file_source
+
+    tif, zarr_labels, geojson = synth_files
+    _, from_image, _ = slide_truth(file_source(tif, zarr_labels), 4.0)
+    _, from_geojson, tissue = slide_truth(file_source(tif, geojson), 4.0)
+    assert from_geojson.shape == (64, 64)
+    np.testing.assert_array_equal(from_geojson, from_image)
+    np.testing.assert_array_equal(tissue, from_geojson > 0)  # no tissue pyramid: truth > 0
+
+
+def test_evaluate_and_train_accept_geojson_labels(synth_files, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from napari_sgnet.inference.testing_torch import tiny_sgnet_config
+    from napari_sgnet.model import build_model, save_checkpoint
+
+    torch.set_num_threads(1)
+    tif, zarr_labels, geojson = synth_files
+    torch.manual_seed(0)
+    save_checkpoint(build_model(tiny_sgnet_config()).eval(), tmp_path / "m")
+    scores = {}
+    for name, labels in (("image", zarr_labels), ("geojson", geojson)):
+        out = tmp_path / f"{name}.json"
+        argv = ["evaluate", str(tif), "--labels", str(labels), "--model", str(tmp_path / "m")]
+        argv += ["--simple", "--no-progress", "--threads", "1", "--json", str(out)]
+        assert main(argv) == 0
+        scores[name] = json.loads(out.read_text())
+    assert scores["geojson"] == scores["image"]  # the same truth, the same figures
+    argv = ["train", "--out", str(tmp_path / "t"), "--slide", str(tif), "--labels", str(geojson)]
+    argv += ["--val-slide", str(tif), "--val-labels", str(geojson), "--arch", "fcn_lite"]
+    argv += ["--baseline", "--patch-size", "64", "--steps", "2", "--batch-size", "2"]
+    argv += ["--val-every", "2", "--checkpoint-every", "2", "--device", "cpu", "--threads", "1"]
+    assert main(argv) == 0
+    assert "held-out mIoU" in capsys.readouterr().out
+    bad = geojson.with_name("bad.geojson")
+    doc = json.loads(geojson.read_text())
+    doc["features"][0]["properties"]["classification"]["name"] = "Tumour"
+    bad.write_text(json.dumps(doc))
+    argv = ["evaluate", str(tif), "--labels", str(bad), "--model", str(tmp_path / "m"), "--simple"]
+    assert main(argv) == 2
+    assert "'Tumour' is not in the palette" in capsys.readouterr().err

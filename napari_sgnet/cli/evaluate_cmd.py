@@ -39,7 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tiling and print them side by side.",
     )
     p.add_argument("slide", nargs="?", type=Path, help="slide file (or use --synthetic-seed)")
-    p.add_argument("--labels", type=Path, help="ground-truth label-id image for SLIDE")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="ground truth for SLIDE: a label-id image, or a QuPath .geojson of classified "
+        "polygons (class names of the first --model's palette; outside them: no label)",
+    )
     p.add_argument(
         "--synthetic-seed",
         type=int,
@@ -118,7 +123,12 @@ def _slides(args: argparse.Namespace) -> list[Any]:
     if args.slide is not None:
         if args.labels is None:
             raise OptionError("SLIDE needs --labels (its ground truth)")
-        sources.append(file_source(args.slide, args.labels))
+        palette = None
+        if args.labels.suffix.lower() == ".geojson":
+            from napari_sgnet.config import ModelConfig
+
+            palette = ModelConfig.load(_model_dir(args.model[0]) / "config.json").palette
+        sources.append(file_source(args.slide, args.labels, palette=palette))
     if not sources:
         raise OptionError("nothing to evaluate: give SLIDE --labels GT or --synthetic-seed N")
     return sources

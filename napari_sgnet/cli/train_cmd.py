@@ -58,7 +58,8 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         default=[],
-        help="ground-truth label image for the --slide at the same position",
+        help="ground truth for the --slide at the same position: a label-id image, or a "
+        "QuPath .geojson of classified polygons (outside them: no label)",
     )
     g.add_argument("--val-slide", type=Path, action="append", default=[], help="held-out slide")
     g.add_argument(
@@ -66,7 +67,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         action="append",
         default=[],
-        help="ground truth for the --val-slide at the same position",
+        help="ground truth for the --val-slide at the same position (label image or .geojson)",
     )
     g.add_argument(
         "--patches",
@@ -148,8 +149,11 @@ def _pairs(slides: list[Path], labels: list[Path], what: str) -> list[tuple[Path
     return list(zip(slides, labels, strict=True))
 
 
-def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[str, Any]]:
-    """Training sources, validation sources and their JSON description from the arguments."""
+def build_sources(
+    args: argparse.Namespace, palette: Any = None
+) -> tuple[list[Any], list[Any], dict[str, Any]]:
+    """Training sources, validation sources and their JSON description from the arguments
+    (``palette``: the classes GeoJSON ground truths map onto, default Gleason)."""
     from napari_sgnet.training.sources import describe_sources, file_source, parse_seeds
     from napari_sgnet.training.sources import synthetic_source as synth
 
@@ -160,9 +164,11 @@ def build_sources(args: argparse.Namespace) -> tuple[list[Any], list[Any], dict[
         raise OptionError(f"training and held-out seeds overlap: {overlap}")
     version = int(getattr(args, "synthetic_version", 2))
     train = [synth(s, args.size, version=version) for s in train_seeds]
-    train += [file_source(s, lab) for s, lab in _pairs(args.slide, args.labels, "training")]
+    pairs = _pairs(args.slide, args.labels, "training")
+    train += [file_source(s, lab, palette=palette) for s, lab in pairs]
     val = [synth(s, args.size, version=version) for s in val_seeds]
-    val += [file_source(s, lab) for s, lab in _pairs(args.val_slide, args.val_labels, "held-out")]
+    pairs = _pairs(args.val_slide, args.val_labels, "held-out")
+    val += [file_source(s, lab, palette=palette) for s, lab in pairs]
     description: dict[str, Any] = {
         "train_slides": describe_sources(train),
         "val_slides": describe_sources(val),
@@ -284,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         model_config, train_config = _configs(args)
-        train_src, val_src, description = build_sources(args)
+        train_src, val_src, description = build_sources(args, model_config.palette)
         samplers: list[Any] = [
             SlideSampler(s, model_config, train_config.max_unlabelled, train_config.balance_classes)
             for s in train_src

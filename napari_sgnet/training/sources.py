@@ -8,6 +8,7 @@ from typing import Any
 
 from napari_sgnet.errors import OptionError
 from napari_sgnet.io import open_pyramid
+from napari_sgnet.palette import GLEASON, Palette
 from napari_sgnet.training.dataset import SlideSource
 
 __all__ = ["describe_sources", "file_source", "parse_seeds", "synthetic_source"]
@@ -36,19 +37,36 @@ def synthetic_source(seed: int, size: int, version: int = 2, **options: Any) -> 
     return SlideSource(slide.image, slide.labels, name, tissue=slide.tissue)
 
 
-def file_source(image: str | Path, labels: str | Path, mpp: float | None = None) -> SlideSource:
-    """A slide file and its ground-truth label image (any format :func:`open_pyramid` reads).
+def file_source(
+    image: str | Path,
+    labels: str | Path,
+    mpp: float | None = None,
+    palette: Palette | None = None,
+) -> SlideSource:
+    """A slide file and its ground truth: a label image (any format :func:`open_pyramid`
+    reads) or QuPath GeoJSON annotations.
 
     Parameters
     ----------
     image, labels : path
-        The slide and a label-id image of the same size (or with a level of the working size).
+        The slide and a label-id image of the same size (or with a level of the working
+        size), or a ``.geojson`` file of classified polygons in slide level-0 pixels
+        (rasterised lazily at the level read, see :func:`napari_sgnet.io.importers.label_pyramid`;
+        pixels outside every polygon are label 0, ignored).
     mpp : float, optional
         Override the slide's level-0 µm/px.
+    palette : Palette, optional
+        The classes a GeoJSON file's names map onto (default: Gleason).
     """
     pyramid = open_pyramid(image)
     if mpp is not None:
         pyramid = pyramid.with_mpp(mpp)
+    if Path(labels).suffix.lower() == ".geojson":
+        from napari_sgnet.io.importers import label_pyramid, read_geojson
+
+        size = (pyramid.width, pyramid.height)
+        annotations = read_geojson(labels, palette or GLEASON, slide_size=size)
+        return SlideSource(pyramid, label_pyramid(annotations, pyramid), Path(image).stem)
     label_pyramid = open_pyramid(labels)
     if label_pyramid.mpp is None and pyramid.mpp is not None:
         ratio = pyramid.width / label_pyramid.width
