@@ -469,3 +469,72 @@ def test_evaluate_and_train_accept_geojson_labels(synth_files, tmp_path, capsys)
     argv = ["evaluate", str(tif), "--labels", str(bad), "--model", str(tmp_path / "m"), "--simple"]
     assert main(argv) == 2
     assert "'Tumour' is not in the palette" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- predict --regions
+@pytest.fixture(scope="module")
+def predict_files(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    import tifffile
+
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.model import build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("regions")
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+    tifffile.imwrite(root / "slide.tif", img, tile=(64, 64), photometric="rgb")  # 256 x 192
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        general_branch="fcn_lite",
+        patch_size=64,
+        mpp=None,
+        sci_width=32,
+        sci_heads=2,
+        sci_blocks=1,
+    )
+    save_checkpoint(build_model(cfg), root / "model")
+    return root
+
+
+def test_predict_regions_predicts_only_covered_tiles(predict_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NAPARI_SGNET_CACHE", str(tmp_path / "cache"))
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    feats = [  # tile (0, 0) whole, and a sliver of tile (2, 3); unclassified: fine for regions
+        _feature({"type": "Polygon", "coordinates": [_square(10, 10, 50, 60)]}, None),
+        _feature(
+            {"type": "MultiPolygon", "coordinates": [[_square(250, 150, 256, 160)]]}, "Tumour"
+        ),
+    ]
+    regions = _write(tmp_path / "regions.geojson", feats)
+    out = tmp_path / "out"
+    base = [str(predict_files / "slide.tif"), "--model", str(predict_files / "model")]
+    base += ["--out", str(out), "--device", "cpu", "--no-skip-glass", "--no-progress"]
+    assert main(["predict", *base, "--regions", str(regions)]) == 0
+    store = LabelStore.open(out / "slide.sgnet.zarr", mode="r")
+    done = store.done_map()
+    assert done.shape == (3, 4)
+    want = np.zeros((3, 4), dtype=bool)
+    want[0, 0] = want[2, 3] = True
+    np.testing.assert_array_equal(done > 0, want)
+    labels = store.read_labels(Box(0, 0, 256, 192))
+    assert (labels[:64, :64] > 0).all() and (labels[128:, 192:] > 0).all()  # whole tiles
+    others = np.ones((192, 256), dtype=bool)
+    others[:64, :64] = others[128:, 192:] = False
+    assert not labels[others].any()
+    record = store.requests[-1]
+    assert record["regions"]["sha256"] == hashlib.sha256(regions.read_bytes()).hexdigest()
+    assert record["tiles"] == 2
+    capsys.readouterr()
+    # Refusals: two slides, --region as well, a polygon off the slide.
+    two = [base[0], *base, "--regions", str(regions)]
+    assert main(["predict", *two]) == 2
+    assert "one SLIDE" in capsys.readouterr().err
+    away = _write(
+        tmp_path / "away.geojson",
+        [_feature({"type": "Polygon", "coordinates": [_square(900, 900, 990, 990)]})],
+    )
+    assert main(["predict", *base, "--out", str(tmp_path / "o2"), "--regions", str(away)]) == 2
+    assert "entirely outside the slide (256 x 192" in capsys.readouterr().err
+    assert not (tmp_path / "o2" / "slide.sgnet.zarr").exists()  # checked before any write

@@ -57,6 +57,14 @@ def register(subparsers: Any) -> None:
         default=None,
         help="X,Y,W,H in slide level-0 pixels (default: whole slide)",
     )
+    p.add_argument(
+        "--regions",
+        type=Path,
+        default=None,
+        metavar="FILE.geojson",
+        help="predict only the tiles these polygons cover (QuPath GeoJSON, slide level-0 "
+        "pixels; classes ignored; each covered tile is predicted whole); one SLIDE only",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
     p.add_argument(
@@ -108,8 +116,9 @@ def _ood(slide: Path, event: Any, args: argparse.Namespace) -> dict[str, Any]:
     from napari_sgnet.inference.prepare import open_slide
     from napari_sgnet.io.labelstore import LabelStore
 
-    result = check_slide(open_slide(slide, mpp=args.mpp), args.model, device=args.device,
-                         precision=args.precision)
+    result = check_slide(
+        open_slide(slide, mpp=args.mpp), args.model, device=args.device, precision=args.precision
+    )
     store = LabelStore.open(event.store)
     if store.requests:
         store.update_request(int(store.requests[-1]["number"]), ood=result.to_dict())
@@ -188,6 +197,7 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         store=store_path_for(slide, args.out),
         model=args.model,
         region=args.region,
+        regions=args.regions,
         device=args.device,
         batch_size=args.batch_size,
         overlap=args.overlap,
@@ -229,6 +239,12 @@ def run(args: argparse.Namespace) -> int:
     """Predict every slide; returns the CLI exit code (the worst over all slides)."""
     code = EXIT_OK
     summaries = []
+    if args.regions is not None and (len(args.slides) != 1 or args.region is not None):
+        print(
+            "error: --regions belongs to one slide: give exactly one SLIDE, and no --region",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     for slide in (Path(s) for s in args.slides):
         try:
             summary = _run_one(slide, args)

@@ -15,6 +15,7 @@ from typing import Any
 from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
+from napari_sgnet.inference.regions import region_box, resolve_regions, tiles_in_regions
 from napari_sgnet.inference.request import InferenceRequest
 from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
@@ -71,6 +72,8 @@ class PreparedRun:
     request_number: int
     #: The slide's tissue mask (``None`` without glass detection): sinks keep glass unlabelled.
     tissue: TissueMask | None = None
+    #: Provenance of the polygon regions the plan was restricted to (``None``: none).
+    regions: dict[str, Any] | None = None
 
     def summary_record(self) -> dict[str, Any]:
         """Fields recorded in the store for this request."""
@@ -79,6 +82,7 @@ class PreparedRun:
             "started": now_iso(),
             "status": "running",
             "region": list(r.region.as_tuple()) if r.region is not None else None,
+            **({"regions": self.regions} if self.regions is not None else {}),
             "model_id": self.spec.info.model_id,
             "device": r.device,
             "precision": r.precision,
@@ -163,9 +167,13 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     """
     pyramid = resolve_slide(request)
     spec = describe_model(request.model)
+    regions = resolve_regions(request.regions, pyramid)
+    region = request.region if regions is None else region_box(regions, pyramid)
     plan = make_plan(
-        pyramid, spec.info, region=request.region, overlap=request.overlap, order=request.order
+        pyramid, spec.info, region=region, overlap=request.overlap, order=request.order
     )
+    if regions is not None:
+        plan = tiles_in_regions(plan, regions, pyramid)
     store = prepare_store(request, pyramid, spec, plan)
     done = store.done_map()
     mask = tissue_mask(pyramid, threshold=request.tissue_threshold) if request.skip_glass else None
@@ -179,7 +187,10 @@ def prepare(request: InferenceRequest) -> PreparedRun:
             continue
         work.append((idx, glass))
     fraction = n_tissue / len(plan.tiles) if mask is not None and plan.tiles else None
-    run = PreparedRun(request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask)
+    provenance = regions.provenance() if regions is not None else None
+    run = PreparedRun(
+        request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask, provenance
+    )
     run.request_number = store.record_request(run.summary_record())
     log.info(
         "%s: %d tiles at %s (%d done before, %d to do)",

@@ -88,6 +88,10 @@ class InferenceRequest:
         Seconds between commits of finished tiles (coarser levels + done-map), i.e.
         how often a viewer sees new tiles; the first batch and the last are always
         committed at once. 0 commits after every batch.
+    regions : str, Path or Annotations, optional
+        Polygons (a QuPath GeoJSON file, slide level-0 pixels; classes ignored): only the
+        tiles they cover are predicted, each whole (see :mod:`napari_sgnet.inference.regions`).
+        Not together with ``region``.
     """
 
     slide: str | Path | Pyramid
@@ -108,9 +112,14 @@ class InferenceRequest:
     prefetch: int = 2
     readers: int = 2
     commit_interval: float = 0.5
+    regions: Any = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", _as_box(self.region))
+        if self.region is not None and self.regions is not None:
+            raise RequestError("give a rectangular region or polygon regions, not both")
+        if isinstance(self.regions, (str, os.PathLike)):
+            object.__setattr__(self, "regions", Path(self.regions))
         object.__setattr__(self, "store", Path(self.store))
         if isinstance(self.slide, (str, os.PathLike)):
             object.__setattr__(self, "slide", Path(self.slide))

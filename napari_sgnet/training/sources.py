@@ -62,11 +62,12 @@ def file_source(
     if mpp is not None:
         pyramid = pyramid.with_mpp(mpp)
     if Path(labels).suffix.lower() == ".geojson":
-        from napari_sgnet.io.importers import label_pyramid, read_geojson
+        from napari_sgnet.io import importers
 
         size = (pyramid.width, pyramid.height)
-        annotations = read_geojson(labels, palette or GLEASON, slide_size=size)
-        return SlideSource(pyramid, label_pyramid(annotations, pyramid), Path(image).stem)
+        annotations = importers.read_geojson(labels, palette or GLEASON, slide_size=size)
+        truth = importers.label_pyramid(annotations, pyramid)
+        return SlideSource(pyramid, truth, Path(image).stem)
     label_pyramid = open_pyramid(labels)
     if label_pyramid.mpp is None and pyramid.mpp is not None:
         ratio = pyramid.width / label_pyramid.width
