@@ -1,4 +1,5 @@
-"""npe2 reader: slides (SVS, NDPI, TIFF/OME-TIFF, flat images), OME-Zarr, label stores."""
+"""npe2 reader: slides (SVS, NDPI, TIFF/OME-TIFF, flat images), OME-Zarr, label stores, and
+QuPath GeoJSON annotations (an outline layer the dock adopts as corrections to review)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from napari_sgnet._napari.layers import LayerData, image_layer_data
 
-__all__ = ["get_reader", "read_slide"]
+__all__ = ["get_reader", "read_geojson_files", "read_slide"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,10 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
         return None
     if not paths:
         return None
+    from napari_sgnet._napari.geojson_layer import is_geojson_path
+
+    if all(str(p).lower().endswith(".geojson") for p in paths):  # QuPath annotations
+        return read_geojson_files if all(is_geojson_path(p) for p in paths) else None
     for p in paths:
         verdict = probe(p)
         if not verdict.ok:
@@ -67,6 +72,14 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
         log.info("opened %s", pyramid.summary())
         layers.append(image_layer_data(pyramid))
     return layers
+
+
+def read_geojson_files(path: str | list[str]) -> list[LayerData]:
+    """Each GeoJSON file as an outline layer marked as an import (the dock adopts it)."""
+    from napari_sgnet._napari.geojson_layer import geojson_layer_data
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [geojson_layer_data(p) for p in paths]
 
 
 def _label_image_layer(path: Path) -> LayerData:

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.exports import ExportActions
+from napari_sgnet._qt.geojson_drop import GeoJSONDrop
 from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
@@ -96,6 +97,7 @@ class SGNetWidget(QWidget):
         self.controller = AppController(napari_viewer, self.state)
         self.review = ReviewActions(self.controller, self)
         self.exports = ExportActions(self.controller, self)
+        self.geojson_drop = GeoJSONDrop(self.review)  # a dropped .geojson: an edit to review
         self._guarded = 0  # id() of the window with the close guard (no strong reference)
         self._shut = False
         self._close_guard = _CloseGuard(self)
@@ -364,6 +366,7 @@ class SGNetWidget(QWidget):
         self._shut = True
         self.review.autosave_now(background=False)
         self.review.shutdown()
+        self.geojson_drop.shutdown()
         self.controller.shutdown()
         for signal, slot in self._state_slots():
             signal.disconnect(slot)

@@ -10,8 +10,9 @@ and get confidence 255; pixels outside keep their labels. The commit record name
 file, its SHA-256 and the feature count. Every check, including that the polygons cover
 at least one store pixel, runs before the first byte is written.
 
-:func:`annotation_crop` rasterises annotations onto a crop of store level 0 for the
-dock, which opens it as a pending edit to review and commit like a brush edit.
+:func:`open_import_edit` opens annotations as the review session's pending edit (the
+dock does this when a ``.geojson`` is dropped or opened on a slide): the person reviews,
+may paint on, and commits it like a brush edit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_sgnet.app.review import EditRegion, ReviewSession
 from napari_sgnet.errors import StoreError, UserInputError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.importers import Annotations, GeoJSONError, Grid, read_geojson
@@ -35,6 +37,7 @@ __all__ = [
     "ImportResult",
     "annotation_crop",
     "import_geojson",
+    "open_import_edit",
     "read_for_store",
     "store_grid",
 ]
@@ -201,14 +204,14 @@ def import_geojson(
 def annotation_crop(
     annotations: Annotations, store: LabelStore, max_side: int
 ) -> tuple[Box, np.ndarray, np.ndarray]:
-    """The store level-0 crop the annotations cover, rasterised over the store's labels.
+    """The store level-0 crop the annotations cover, and their labels there.
 
     Returns
     -------
     box : Box
-        The crop, store level-0 pixels.
+        The crop (the bounding box of the covered pixels), store level-0 pixels.
     labels : numpy.ndarray
-        The store's labels in ``box`` with the annotated pixels replaced.
+        The annotations' label ids in ``box`` (0 where none).
     covered : numpy.ndarray
         The annotated pixels.
 
@@ -221,22 +224,45 @@ def annotation_crop(
     grid = store_grid(store)
     box = annotations.grid_box(grid, store.width, store.height)
     labels, covered = annotations.rasterise(box, grid)
-    if covered.any():
-        tight = _tight(covered)
-        labels = labels[tight.slices()]
-        covered = covered[tight.slices()]
-        box = tight.translate(box.x, box.y)
-    else:
+    if not covered.any():
         raise GeoJSONError(annotations.path, "the annotations cover no pixel of the label store")
+    tight = _tight(covered)
+    labels, covered = labels[tight.slices()], covered[tight.slices()]
+    box = tight.translate(box.x, box.y)
     if max(box.w, box.h) > max_side:
         raise UserInputError(
-            f"{annotations.path}: the annotations span {box.w} x {box.h} store pixels, more "
+            f"{annotations.path}: the annotations span {box.w} x {box.h} label pixels, more "
             f"than the {max_side}-pixel review crop; import them with "
-            f"`napari-sgnet import {annotations.path.name} --store {store.path.name}`"
+            f"`napari-sgnet import {annotations.path.name} --store {store.path}`"
         )
-    current = store.read_labels(box)
-    merged = np.where(covered, labels, current).astype(np.uint8)
-    return box, merged, covered
+    return box, labels, covered
+
+
+def open_import_edit(session: ReviewSession, path: str | Path) -> EditRegion:
+    """Open a GeoJSON file's annotations as the session's pending edit, to review and commit.
+
+    The edit crop is the annotations' bounding box on store level 0, holding the store's
+    labels with the annotated pixels replaced; committing it (``ReviewSession.commit``, the
+    brush edit's path) writes them as edited, with the file, its SHA-256 and its feature
+    count in the commit record's ``source``. Every check runs before the edit opens.
+
+    Raises
+    ------
+    GeoJSONError
+        As :func:`import_geojson`.
+    ReviewError
+        An edit is already open, or an autosaved edit waits to be restored.
+    UserInputError
+        The annotations span more than the review crop (use the CLI import).
+    """
+    annotations = read_for_store(path, session.store)
+    box, labels, covered = annotation_crop(annotations, session.store, session.max_edit_side)
+    edit = session.start_edit(box)
+    edit.labels[covered] = labels[covered]
+    edit.imported = covered
+    edit.source = {"kind": "geojson import", **annotations.provenance()}
+    log.info("opened %s as an edit of %s", path, box.as_tuple())
+    return edit
 
 
 def _login() -> str | None:

@@ -129,12 +129,19 @@ class EditRegion:
         The crop being painted (the edit layer's own data array).
     original : numpy.ndarray
         The crop as loaded; the person's changes are ``labels != original``.
+    imported : numpy.ndarray, optional
+        Pixels an import (QuPath GeoJSON) set: committed as edited even where the
+        imported class equals the label already there.
+    source : dict, optional
+        Provenance of an import, added to the commit record as ``source``.
     """
 
     box: Box
     labels: np.ndarray
     original: np.ndarray
     _saved: np.ndarray | None = field(default=None, repr=False)
+    imported: np.ndarray | None = field(default=None, repr=False)
+    source: dict[str, Any] | None = None
 
     @property
     def changed(self) -> np.ndarray:
@@ -339,9 +346,12 @@ class ReviewSession:
             edit = self._require_edit()
             labels = np.asarray(edit.labels, dtype=np.uint8)
             changed = labels != edit.original
+            if edit.imported is not None:
+                changed |= edit.imported
             if changed.any():
+                extra = {"source": edit.source} if edit.source is not None else None
                 record = self.store.commit_edit(
-                    edit.box, labels, mask=changed, author=author, message=message
+                    edit.box, labels, mask=changed, author=author, message=message, extra=extra
                 )
             else:
                 record = {"time": now_iso(), "box": list(edit.box.as_tuple()), "pixels": 0}

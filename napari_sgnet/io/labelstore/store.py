@@ -373,6 +373,7 @@ class LabelStore:
         mask: np.ndarray | None = None,
         author: str | None = None,
         message: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Commit a person's correction of a level-0 box.
 
@@ -386,6 +387,8 @@ class LabelStore:
             Pixels the person touched. Defaults to the pixels whose label changed.
         author, message : str, optional
             Recorded with the commit.
+        extra : dict, optional
+            More JSON fields of the commit record (e.g. an import's ``source``).
 
         Returns
         -------
@@ -404,6 +407,7 @@ class LabelStore:
                 "pixels": pixels,
                 "author": author,
                 "message": message,
+                **(extra or {}),
             }
             self.records.add_commit(record)
         return record
