@@ -71,7 +71,6 @@ class PolygonPart:
 
     rings: tuple[np.ndarray, ...]
     bounds: tuple[float, float, float, float]
-    edges: RingEdges = field(compare=False, repr=False)
 
     @classmethod
     def from_rings(cls, rings: Sequence[np.ndarray]) -> PolygonPart:
@@ -83,7 +82,7 @@ class PolygonPart:
             float(ext[:, 0].max()),
             float(ext[:, 1].max()),
         )
-        return cls(tuple(rings), bounds, RingEdges(rings))
+        return cls(tuple(rings), bounds)
 
 
 @dataclass(frozen=True)
@@ -106,6 +105,11 @@ class ImportedFeature:
     label: int
     class_name: str | None
     parts: tuple[PolygonPart, ...]
+    edges: RingEdges | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.edges is None:
+            object.__setattr__(self, "edges", RingEdges([p.rings for p in self.parts]))
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -184,17 +188,16 @@ class Annotations:
         """
         labels = np.zeros((box.h, box.w), dtype=np.uint8)
         covered = np.zeros((box.h, box.w), dtype=bool)
-        for feature in self.features:
-            for part in feature.parts:
-                sub = grid.box_of(part.bounds, box.x1, box.y1).intersect(box)
-                if sub.is_empty:
-                    continue
-                inside = fill_polygon(part.edges, grid, sub)
-                if not inside.any():
-                    continue
-                rel = sub.relative_to(box).slices()
-                labels[rel][inside] = feature.label
-                covered[rel] |= inside
+        for feature in self.features:  # all parts of a feature in one scanline pass
+            sub = grid.box_of(feature.bounds, box.x1, box.y1).intersect(box)
+            if sub.is_empty or feature.edges is None:
+                continue
+            inside = fill_polygon(feature.edges, grid, sub)
+            if not inside.any():
+                continue
+            rel = sub.relative_to(box).slices()
+            labels[rel][inside] = feature.label
+            covered[rel] |= inside
         return labels, covered
 
     def outside(self, slide_size: tuple[int, int]) -> list[int]:
@@ -268,19 +271,25 @@ def _class_name(props: Any) -> str | None:
 
 
 def _ring(coords: Any, path: Path, index: int) -> np.ndarray:
+    bad = GeoJSONError(path, f"feature {index}: a ring's coordinates are not [x, y] numbers")
     try:
-        xy = np.asarray([[float(v[0]), float(v[1])] for v in coords], dtype=np.float64)
-    except (TypeError, ValueError, IndexError):
-        raise GeoJSONError(
-            path, f"feature {index}: a ring's coordinates are not [x, y] numbers"
-        ) from None
-    if xy.size and not np.isfinite(xy).all():
+        xy = np.asarray(coords, dtype=np.float64)
+    except (TypeError, ValueError):
+        try:  # positions of mixed length (some with a z)
+            xy = np.asarray([[float(v[0]), float(v[1])] for v in coords], dtype=np.float64)
+        except (TypeError, ValueError, IndexError):
+            raise bad from None
+    if xy.ndim != 2 or xy.shape[1] < 2:
+        raise bad
+    xy = xy[:, :2]
+    if not np.isfinite(xy).all():
         raise GeoJSONError(path, f"feature {index}: a ring has non-finite coordinates")
     if len(xy) > 1 and np.array_equal(xy[0], xy[-1]):
         xy = xy[:-1]
-    if len(np.unique(xy, axis=0)) < 3:
+    moves = np.any(xy != np.roll(xy, 1, axis=0), axis=1)  # drop repeated vertices
+    if int(moves.sum()) < 3:
         raise GeoJSONError(path, f"feature {index}: a ring has fewer than 3 distinct vertices")
-    return xy
+    return np.ascontiguousarray(xy[moves])
 
 
 def _polygons(geometry: Any, path: Path, index: int) -> Iterator[list[np.ndarray]] | None:

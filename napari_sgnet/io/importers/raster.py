@@ -82,27 +82,32 @@ class Grid:
 
 
 class RingEdges:
-    """The non-horizontal edges of one polygon's rings, ready for scanlines.
+    """The non-horizontal edges of one or more polygons' rings, ready for scanlines.
 
     Parameters
     ----------
-    rings : sequence of numpy.ndarray
-        ``(n, 2)`` ``(x, y)`` vertices of each ring (closed or not; the exterior first).
+    polygons : sequence of sequence of numpy.ndarray
+        Each polygon as ``[exterior, *holes]``, each ring ``(n, 2)`` ``(x, y)`` vertices
+        (closed or not). Inside is even-odd within each polygon and the union over them.
     """
 
-    def __init__(self, rings: Sequence[np.ndarray]) -> None:
-        starts, ends = [], []
-        for ring in rings:
-            xy = np.asarray(ring, dtype=np.float64)[:, :2]
-            starts.append(xy)
-            ends.append(np.roll(xy, -1, axis=0))
+    def __init__(self, polygons: Sequence[Sequence[np.ndarray]]) -> None:
+        starts, ends, ids = [], [], []
+        for k, rings in enumerate(polygons):
+            for ring in rings:
+                xy = np.asarray(ring, dtype=np.float64)[:, :2]
+                starts.append(xy)
+                ends.append(np.roll(xy, -1, axis=0))
+                ids.append(np.full(len(xy), k, dtype=np.int64))
         p = np.concatenate(starts) if starts else np.zeros((0, 2))
         q = np.concatenate(ends) if ends else np.zeros((0, 2))
+        part = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
         keep = p[:, 1] != q[:, 1]
-        p, q = p[keep], q[keep]
+        p, q, part = p[keep], q[keep], part[keep]
         down = p[:, 1] < q[:, 1]
         lo = np.where(down[:, None], p, q)  # the end with the smaller y
         hi = np.where(down[:, None], q, p)
+        self.part = part
         self.ylo = lo[:, 1].copy()
         self.yhi = hi[:, 1].copy()
         self.xlo = lo[:, 0].copy()
@@ -115,17 +120,17 @@ class RingEdges:
 
 
 def ring_edges(rings: Sequence[np.ndarray]) -> RingEdges:
-    """The scanline edges of a polygon given as ``[exterior, *holes]``."""
-    return RingEdges(rings)
+    """The scanline edges of one polygon given as ``[exterior, *holes]``."""
+    return RingEdges([rings])
 
 
 def fill_polygon(edges: RingEdges, grid: Grid, box: Box) -> NDArray[np.bool_]:
-    """The pixels of ``box`` (grid pixels) inside one polygon (see the module doc).
+    """The pixels of ``box`` (grid pixels) inside the polygons (see the module doc).
 
     Parameters
     ----------
     edges : RingEdges
-        The polygon.
+        The polygons (even-odd within each, union over them).
     grid : Grid
         Placement of the grid on the slide.
     box : Box
@@ -152,12 +157,13 @@ def fill_polygon(edges: RingEdges, grid: Grid, box: Box) -> NDArray[np.bool_]:
     rows = np.repeat(r0, n) + (np.arange(total) - np.repeat(np.cumsum(n) - n, n))
     e = np.repeat(np.flatnonzero(hit), n)
     xs = edges.xlo[e] + (yc[rows] - edges.ylo[e]) * edges.slope[e]
-    order = np.lexsort((xs, rows))
+    order = np.lexsort((xs, rows, edges.part[e]))  # crossings pair up per polygon and row
     rows, xs = rows[order], xs[order]
     if rows.size % 2:  # cannot happen for closed rings; guard against rounding anyway
         raise ValueError("internal error: odd number of scanline crossings")
     xc = grid.centres(box.x, box.x1, axis=0)
-    # Even-odd: crossings pair up along each row; centres xa <= x < xb are inside.
+    # Even-odd: crossings pair up along each row of each polygon; centres xa <= x < xb are
+    # inside; spans of different polygons may overlap (counts add up: union).
     a = np.searchsorted(xc, xs[0::2], side="left")
     b = np.searchsorted(xc, xs[1::2], side="left")
     r = rows[0::2]
