@@ -352,18 +352,29 @@ def _label_of(palette: Palette, name: str | None, path: Path, index: int) -> int
     )
 
 
-def looks_like_geojson(path: str | Path) -> bool:
-    """True when ``path`` is a ``.geojson``/``.json`` file holding polygon features.
+def _has_area(geometry: Any) -> bool:
+    if not isinstance(geometry, dict):
+        return False
+    if geometry.get("type") == "GeometryCollection":
+        return any(_has_area(g) for g in geometry.get("geometries") or [])
+    return geometry.get("type") in _POLYGONAL
 
-    Reads and parses the file (no classes are checked); never raises.
+
+def looks_like_geojson(path: str | Path) -> bool:
+    """True when ``path`` is a ``.geojson``/``.json`` file with Polygon/MultiPolygon features.
+
+    Parses the JSON and looks at the geometry types only (the polygons themselves and the
+    classes are checked by :func:`read_geojson`); never raises.
     """
     p = Path(path)
     if p.suffix.lower() not in (".geojson", ".json") or not p.is_file():
         return False
     try:
-        return bool(read_geojson(p).features)
-    except (UserInputError, OSError):
+        doc = json.loads(p.read_bytes().decode("utf-8-sig"))
+        feats = _features_of(doc, p)
+    except (UserInputError, OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
+    return any(isinstance(f, dict) and _has_area(f.get("geometry")) for f in feats)
 
 
 def read_geojson(
