@@ -161,3 +161,20 @@ def test_unknown_class_is_a_message_and_no_edit(make_napari_viewer, qtbot, tmp_p
     assert "'Gleason 3'" in text and "'Benign'" in text
     assert c.layer("edit") is None and c.session.edit is None
     assert store.commits == []
+
+
+def test_no_store_yet_is_a_message(make_napari_viewer, qtbot, tmp_path):
+    slide = pattern_slide(256, 256, mpp=MPP, levels=1, name="bare")
+    viewer = make_napari_viewer(show=True)
+    data, kwargs, _ = image_layer_data(slide, name="slide")
+    viewer.add_image(data, **kwargs)
+    widget = SGNetWidget(viewer, model=PixelRulePredictor(64, mpp=1.0),
+                         store_dir=tmp_path / "stores")
+    viewer.window.add_dock_widget(widget, name="SGNet", area="right")
+    assert widget.controller.session is None
+    path = _polygon(tmp_path / "a.geojson", "Benign", _square(10, 10, 60, 60))
+    (outline,) = viewer.open(str(path), plugin="napari-sgnet")
+    assert "needs the slide's label store" in widget.status_label.text()
+    assert widget.controller.layer("edit") is None
+    assert not (tmp_path / "stores").exists() or not any((tmp_path / "stores").iterdir())
+    np.testing.assert_allclose(outline.scale, [MPP, MPP])  # still placed on the slide
