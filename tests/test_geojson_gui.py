@@ -168,8 +168,9 @@ def test_no_store_yet_is_a_message(make_napari_viewer, qtbot, tmp_path):
     viewer = make_napari_viewer(show=True)
     data, kwargs, _ = image_layer_data(slide, name="slide")
     viewer.add_image(data, **kwargs)
-    widget = SGNetWidget(viewer, model=PixelRulePredictor(64, mpp=1.0),
-                         store_dir=tmp_path / "stores")
+    widget = SGNetWidget(
+        viewer, model=PixelRulePredictor(64, mpp=1.0), store_dir=tmp_path / "stores"
+    )
     viewer.window.add_dock_widget(widget, name="SGNet", area="right")
     assert widget.controller.session is None
     path = _polygon(tmp_path / "a.geojson", "Benign", _square(10, 10, 60, 60))
