@@ -166,17 +166,23 @@ def open_group(path: Path, mode: str) -> zarr.Group:
         raise StoreError(path, f"cannot open label store: {exc}") from exc
 
 
-def create_group(path: Path, layout: StoreLayout, slide: Pyramid) -> zarr.Group:
+def create_group(
+    path: Path, layout: StoreLayout, slide: Pyramid, final_path: Path | None = None
+) -> zarr.Group:
     """Write a new, empty store for ``slide`` at ``path`` (which must not exist).
 
     The attributes are written last: a folder without them is not a store and is never
-    trusted, so a crash during creation leaves nothing that opens as one.
+    trusted, so a crash during creation leaves nothing that opens as one. ``final_path`` is
+    where the store will live when ``path`` is a temporary sibling (the slide's path
+    relative to the store is recorded for it).
     """
+    from napari_sgnet.io.labelstore.slide_ref import slide_reference
+
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "created": now_iso(),
-        "slide": slide_identity(slide),
+        "slide": {**slide_identity(slide), **slide_reference(slide.source, final_path or path)},
         **layout.to_meta(),
         "model": None,
         "requests": [],
