@@ -43,6 +43,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "evaluate",
     "export",
     "predict",
+    "check",
     "finetune",
     "calibrate_ood",
 )
