@@ -1,0 +1,291 @@
+"""No lost labels by construction, slide references, and store integrity (issues 12 and 14).
+
+Each hostile case of issue 14 is reproduced through the CLI on tiny TIFF slides and a tiny
+checkpoint, and the store (or slide) is compared byte for byte before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_sgnet.cli.main import build_parser
+from napari_sgnet.errors import StoreError
+from napari_sgnet.io.labelstore import LabelStore
+
+
+def _cli(*argv: str) -> int:
+    parser = build_parser()
+    args = parser.parse_args([str(a) for a in argv])
+    return int(args.func(args))
+
+
+def _tree_digest(path: Path) -> str:
+    """SHA-256 over every file's relative name and bytes (a folder) or the bytes (a file)."""
+    h = hashlib.sha256()
+    if path.is_file():
+        h.update(path.read_bytes())
+        return h.hexdigest()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _slide(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, img, tile=(64, 64), photometric="rgb")
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    import torch
+
+    from napari_sgnet.config import ModelConfig
+    from napari_sgnet.model import build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    for seed, name in ((0, "model_a"), (1, "model_b")):
+        torch.manual_seed(seed)
+        cfg = ModelConfig(general_branch="fcn_lite", patch_size=64, mpp=None, sci_width=32,
+                          sci_heads=2, sci_blocks=1)  # fmt: skip
+        save_checkpoint(build_model(cfg), root / name)
+    # A checkpoint that describes fine (config + weights digest) but is refused at load:
+    # its config promises other layer widths than its weights have.
+    shutil.copytree(root / "model_b", root / "broken")
+    cfg = json.loads((root / "broken" / "config.json").read_text())
+    cfg["sci_width"] = 16
+    (root / "broken" / "config.json").write_text(json.dumps(cfg))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_SGNET_CACHE", str(tmp_path / "cache"))
+
+
+def _predict(slide: Path, out: Path, model: Path, *extra: str) -> int:
+    return _cli("predict", slide, "--model", model, "--out", out, "--device", "cpu",
+                "--batch-size", "4", "--no-progress", *extra)  # fmt: skip
+
+
+@pytest.fixture
+def predicted(tmp_path, models):
+    slide = _slide(tmp_path / "data" / "slide.tif", 0)
+    out = tmp_path / "data"
+    assert _predict(slide, out, models / "model_a") == 0
+    return slide, out / "slide.sgnet.zarr"
+
+
+def test_refused_checkpoint_with_resume_leaves_the_store_byte_identical(predicted, models, capsys):
+    slide, store = predicted
+    before = _tree_digest(store)
+    code = _predict(slide, store.parent, models / "broken", "--resume")
+    assert code == 2
+    assert "broken" in capsys.readouterr().err
+    assert _tree_digest(store) == before  # model id and done-map untouched
+
+
+def test_refused_checkpoint_with_overwrite_puts_the_old_store_back(predicted, models):
+    slide, store = predicted
+    before = _tree_digest(store)
+    assert _predict(slide, store.parent, models / "broken", "--overwrite") == 2
+    assert _tree_digest(store) == before
+    assert not list(store.parent.glob("slide.sgnet.zarr.*"))  # no .old-* or .tmp-* left
+
+
+def test_overwrite_replaces_and_deletes_the_old_store_after_the_first_commit(predicted, models):
+    slide, store = predicted
+    old_id = LabelStore.open(store, mode="r").model["id"]
+    assert _predict(slide, store.parent, models / "model_b", "--overwrite") == 0
+    assert LabelStore.open(store, mode="r").model["id"] != old_id
+    assert not list(store.parent.glob("slide.sgnet.zarr.*"))
+
+
+def test_same_stem_slides_get_two_stores(tmp_path, models):
+    a = _slide(tmp_path / "a" / "slide.tif", 0)
+    b = _slide(tmp_path / "b" / "slide.tif", 1)
+    out = tmp_path / "out"
+    assert _predict(a, out, models / "model_a", "--overwrite") == 0
+    assert _predict(b, out, models / "model_a", "--overwrite") == 0
+    stores = sorted(p.name for p in out.glob("*.sgnet.zarr"))
+    assert len(stores) == 2 and "slide.sgnet.zarr" in stores
+    from napari_sgnet.app.store_paths import find_store_path
+    from napari_sgnet.io import open_pyramid
+
+    for slide in (a, b):  # each store is its slide's, and the app finds the same one
+        pyramid = open_pyramid(slide)
+        path = find_store_path(pyramid, out)
+        LabelStore.open(path, slide=pyramid, mode="r")
+    assert find_store_path(open_pyramid(a), out).name == "slide.sgnet.zarr"
+    # and a re-run resumes into the same two stores instead of making a third
+    assert _predict(b, out, models / "model_a", "--resume") == 0
+    assert len(list(out.glob("*.sgnet.zarr"))) == 2
+
+
+@pytest.mark.parametrize("fmt", ["tiff", "ome-zarr", "geojson"])
+def test_export_into_the_store_or_over_the_slide_is_refused(predicted, fmt, capsys):
+    slide, store = predicted
+    before_store, before_slide = _tree_digest(store), _tree_digest(slide)
+    for out in (store / "x.out", store, slide, store.parent):
+        code = _cli("export", store, "--format", fmt, "--out", out, "--overwrite", "-q")
+        assert code == 2, out
+        assert "choose another output path" in capsys.readouterr().err
+    assert _tree_digest(store) == before_store
+    assert _tree_digest(slide) == before_slide
+
+
+def test_interrupted_creation_leaves_no_store_and_a_rerun_works(tmp_path, models, monkeypatch):
+    import napari_sgnet.io.labelstore.store as store_mod
+
+    slide = _slide(tmp_path / "s" / "slide.tif", 0)
+    real = store_mod.create_group
+
+    def disk_full(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store_mod, "create_group", disk_full)
+    assert _predict(slide, tmp_path / "s", models / "model_a") == 2
+    assert not list((tmp_path / "s").glob("slide.sgnet.zarr*"))  # neither store nor tmp
+    monkeypatch.setattr(store_mod, "create_group", real)
+    # A tmp sibling of a process that is gone (a SIGKILL during creation) is cleaned up, and
+    # a folder left by an interrupted creation of an earlier version is replaced.
+    stale = tmp_path / "s" / "slide.sgnet.zarr.tmp-999999999"
+    stale.mkdir()
+    import zarr
+
+    zarr.open_group(tmp_path / "s" / "slide.sgnet.zarr", mode="w-").create_array(
+        "done", shape=(2, 2), dtype="uint8"
+    )
+    assert _predict(slide, tmp_path / "s", models / "model_a", "--resume") == 0
+    assert not stale.exists()
+    LabelStore.open(tmp_path / "s" / "slide.sgnet.zarr", mode="r").validate(deep=True)
+
+
+def test_overwrite_through_a_symlink_is_refused_cleanly(predicted, models, tmp_path, capsys):
+    slide, store = predicted
+    link = tmp_path / "linkdir"
+    link.mkdir()
+    (link / "slide.sgnet.zarr").symlink_to(store)
+    assert _predict(slide, link, models / "model_a", "--overwrite") == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert LabelStore.is_store(store)
+
+
+def test_moved_folder_finds_its_slide_relative_to_the_store(predicted, tmp_path, monkeypatch):
+    from napari_sgnet._napari.session import store_layers
+    from napari_sgnet.io.labelstore.slide_ref import find_slide
+
+    slide, store = predicted
+    moved = tmp_path / "moved"
+    os.rename(store.parent, moved)
+    monkeypatch.chdir(tmp_path)  # opened from another folder
+    opened = LabelStore.open(moved / "slide.sgnet.zarr", mode="r")
+    assert Path(opened.slide_identity["source"]).is_absolute()
+    found = find_slide(opened)
+    assert Path(found.source).resolve() == (moved / "slide.tif").resolve()
+    assert len(store_layers(moved / "slide.sgnet.zarr")) == 2  # slide + labels
+
+
+def test_missing_slide_says_so_and_slide_relinks(predicted, tmp_path, capsys):
+    from napari_sgnet.io.labelstore.slide_ref import find_slide
+
+    slide, store = predicted
+    elsewhere = tmp_path / "archive" / "renamed.tif"
+    elsewhere.parent.mkdir()
+    os.rename(slide, elsewhere)
+    with pytest.raises(StoreError, match="--slide"):
+        find_slide(LabelStore.open(store, mode="r"))
+    assert _cli("check", store, "--slide", elsewhere) == 0
+    assert "re-linked" in capsys.readouterr().out
+    reopened = LabelStore.open(store, mode="r")
+    assert reopened.slide_identity["source"] == str(elsewhere.absolute())
+    assert Path(find_slide(reopened).source) == elsewhere.absolute()
+
+
+def test_a_different_slide_with_the_same_name_is_refused(predicted, tmp_path):
+    from napari_sgnet._napari.session import store_layers
+    from napari_sgnet.io.labelstore.slide_ref import find_slide
+
+    slide, store = predicted
+    _slide(slide, 7)  # another slide now has the recorded name and place
+    with pytest.raises(StoreError, match="different slide"):
+        find_slide(LabelStore.open(store, mode="r"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        layers = store_layers(store)
+    assert len(layers) == 1  # the labels alone, never over the wrong slide
+    assert any("different slide" in str(w.message) for w in caught)
+    with pytest.raises(StoreError, match="size differs|pixel content differs"):
+        find_slide(LabelStore.open(store, mode="r"), slide)
+
+
+def _corrupt_a_level0_chunk(store: Path) -> Path:
+    chunk = sorted((store / "0" / "c").rglob("*"))
+    victim = next(p for p in chunk if p.is_file())
+    victim.write_bytes(b"\x28\xb5\x2f\xfd garbage, not zstd" * 4)
+    return victim
+
+
+def test_check_finds_a_corrupt_chunk_and_repair_fixes_it(predicted, models, tmp_path, capsys):
+    slide, store = predicted
+    clean = tmp_path / "clean"
+    assert _predict(slide, clean, models / "model_a") == 0
+    assert _cli("check", store) == 0
+    _corrupt_a_level0_chunk(store)
+    capsys.readouterr()
+    assert _cli("check", store) == 2
+    out = capsys.readouterr().out
+    assert "array '0' chunk" in out and "cannot be decoded" in out
+    # --resume refuses to trust the damaged tile, and names the repair
+    assert _predict(slide, store.parent, models / "model_a", "--resume") == 2
+    assert "check" in capsys.readouterr().err
+    assert _cli("check", store, "--repair", "--model", models / "model_a", "--device", "cpu") == 0
+    from napari_sgnet.inference.testing import differing_arrays
+
+    assert differing_arrays(store, clean / "slide.sgnet.zarr") == []
+
+
+def test_export_of_a_corrupt_store_names_the_tile(predicted, tmp_path, capsys):
+    _, store = predicted
+    _corrupt_a_level0_chunk(store)
+    for fmt in ("tiff", "geojson", "ome-zarr"):
+        code = _cli("export", store, "--format", fmt, "--out", tmp_path / f"x.{fmt}", "-q")
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "chunk" in err and "tile (" in err and "Traceback" not in err
+
+
+def test_a_store_whose_level0_shape_was_edited_is_refused(predicted, tmp_path, capsys):
+    _, store = predicted
+    meta_file = store / "0" / "zarr.json"
+    meta = json.loads(meta_file.read_text())
+    meta["shape"] = [10, 10]
+    meta_file.write_text(json.dumps(meta))
+    assert _cli("export", store, "--format", "tiff", "--out", tmp_path / "x.tif", "-q") == 2
+    assert "level 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+    assert _cli("check", store) == 2
+
+
+def test_old_store_without_fingerprint_still_opens(predicted, caplog):
+    from napari_sgnet.io import open_pyramid
+
+    slide, store = predicted
+    s = LabelStore.open(store)
+    s.records.update(lambda m: m["slide"].pop("fingerprint"))
+    with caplog.at_level("WARNING"):
+        LabelStore.open(store, slide=open_pyramid(slide), mode="r")
+    assert "no pixel fingerprint" in caplog.text
