@@ -188,7 +188,7 @@ def test_moved_folder_finds_its_slide_relative_to_the_store(predicted, tmp_path,
     from napari_sgnet._napari.session import store_layers
     from napari_sgnet.io.labelstore.slide_ref import find_slide
 
-    slide, store = predicted
+    _, store = predicted
     moved = tmp_path / "moved"
     os.rename(store.parent, moved)
     monkeypatch.chdir(tmp_path)  # opened from another folder

@@ -107,10 +107,10 @@ def _repair(store: Any, report: Any, args: argparse.Namespace) -> int:
         overlap=int(last.get("overlap") or 0), skip_glass=bool(last.get("skip_glass", True)),
         resume=True,
     )  # fmt: skip
-    event = None
+    done = 0
     for event in run_inference(request):
-        pass
-    return int(event.tiles_done) if event is not None else 0
+        done = int(event.tiles_done)
+    return done
 
 
 def run(args: argparse.Namespace) -> int:

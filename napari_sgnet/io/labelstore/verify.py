@@ -110,7 +110,8 @@ class StoreReport:
         """A multi-line summary for people."""
         if self.ok:
             return f"{self.path}: ok ({self.chunks_checked} chunks checked, {self.seconds:.1f} s)"
-        lines = [f"{self.path}: {len(self.problems)} problem(s), {len(self.damaged)} damaged chunk(s)"]
+        n_bad = len(self.damaged)
+        lines = [f"{self.path}: {len(self.problems)} problem(s), {n_bad} damaged chunk(s)"]
         lines += [f"  {p}" for p in self.problems]
         lines += [f"  {d.describe()}" for d in self.damaged]
         return "\n".join(lines)
@@ -167,14 +168,14 @@ def verify_store(store: LabelStore, *, done_only: bool = False) -> StoreReport:
     if report.problems:
         report.seconds = time.perf_counter() - t0
         return report
-    tile, grid = store.tile, store.grid_shape
-    done = np.zeros(grid, dtype=np.uint8)
+    done = np.zeros(store.grid_shape, dtype=np.uint8)
     for box, data in _blocks(store, "done", report, None):
         bad = ~np.isin(data, (0, 1, 2))
         if bad.any():
             report.damaged.append(DamagedChunk(
                 "done", (box.y // group["done"].chunks[0], box.x // group["done"].chunks[1]),
-                tuple((int(y) + box.y, int(x) + box.x) for y, x in zip(*np.nonzero(bad), strict=True)),
+                tuple((int(y) + box.y, int(x) + box.x)
+                      for y, x in zip(*np.nonzero(bad), strict=True)),
                 f"holds done values {np.unique(data[bad]).tolist()} (only 0, 1, 2 are valid)",
                 None,
             ))  # fmt: skip
@@ -234,9 +235,8 @@ def _blocks(
                 if part is None:
                     file = _chunk_file(store.path, name, arr, c)
                     if name == "done":
-                        tiles = tuple(
-                            (ty, tx) for ty in range(cbox.y, cbox.y1) for tx in range(cbox.x, cbox.x1)
-                        )
+                        ys, xs = range(cbox.y, cbox.y1), range(cbox.x, cbox.x1)
+                        tiles = tuple((ty, tx) for ty in ys for tx in xs)
                     else:
                         l0c = Box(cbox.x * scale, cbox.y * scale, cbox.w * scale, cbox.h * scale)
                         tiles = _tiles_under(l0c, tile, grid)
