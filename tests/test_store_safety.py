@@ -289,3 +289,100 @@ def test_old_store_without_fingerprint_still_opens(predicted, caplog):
     with caplog.at_level("WARNING"):
         LabelStore.open(store, slide=open_pyramid(slide), mode="r")
     assert "no pixel fingerprint" in caplog.text
+
+
+KILL_SCRIPT = """
+import sys, time
+import napari_sgnet.io.labelstore.store as store_mod
+real = store_mod.create_group
+def slow(path, *a, **k):
+    group = real(path, *a, **k)
+    print("built", flush=True)
+    time.sleep(60)  # killed here: the store exists only as its temporary sibling
+    return group
+store_mod.create_group = slow
+from napari_sgnet.cli.main import main
+sys.exit(main(["predict", sys.argv[1], "--model", sys.argv[2], "--out", sys.argv[3],
+               "--device", "cpu", "--no-progress"]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_during_creation_leaves_no_store_and_a_rerun_works(tmp_path, models):
+    import signal
+    import subprocess
+    import sys
+
+    slide = _slide(tmp_path / "k" / "slide.tif", 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(slide), str(models / "model_a"),
+         str(tmp_path / "k")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert b"built" in line, proc.stderr.read().decode() if proc.stderr else ""
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert not (tmp_path / "k" / "slide.sgnet.zarr").exists()
+    assert list((tmp_path / "k").glob("slide.sgnet.zarr.tmp-*"))  # the half-built sibling
+    assert _predict(slide, tmp_path / "k", models / "model_a", "--resume") == 0
+    assert not list((tmp_path / "k").glob("slide.sgnet.zarr.tmp-*"))  # cleaned up
+    LabelStore.open(tmp_path / "k" / "slide.sgnet.zarr", mode="r").validate(deep=True)
+
+
+def test_finetune_finds_a_moved_stores_slide(predicted, tmp_path, monkeypatch):
+    from napari_sgnet.training.finetune.correction_types import FinetuneError, StoreCorrections
+    from napari_sgnet.training.finetune.store_corrections import _open_slide
+
+    _, store = predicted
+    moved = tmp_path / "elsewhere"
+    os.rename(store.parent, moved)
+    monkeypatch.chdir(tmp_path)
+    opened = LabelStore.open(moved / "slide.sgnet.zarr", mode="r")
+    pyramid = _open_slide(StoreCorrections(opened), opened)
+    assert Path(pyramid.source).resolve() == (moved / "slide.tif").resolve()
+    (moved / "slide.tif").unlink()
+    with pytest.raises(FinetuneError, match="--slide"):
+        _open_slide(StoreCorrections(opened), opened)
+
+
+def test_store_path_inside_the_slide_or_a_link_to_the_store_is_refused(
+    predicted, models, tmp_path, capsys
+):
+    slide, store = predicted
+    assert _predict(slide, slide, models / "model_a") == 2  # --out is the slide file
+    assert "inside the input slide" in capsys.readouterr().err
+    link = tmp_path / "link.tif"
+    link.symlink_to(store)
+    before = _tree_digest(store)
+    assert _cli("export", store, "--format", "tiff", "--out", link, "--overwrite", "-q") == 2
+    assert _tree_digest(store) == before
+
+
+def test_a_slide_with_a_damaged_tile_is_a_typed_refusal(tmp_path, models, capsys):
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), 16, 0), 16, 1)
+    path = tmp_path / "bad.tif"
+    tifffile.imwrite(path, img, tile=(64, 64), photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(path) as tf:
+        offset = tf.pages[0].dataoffsets[5]
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00" * 32)
+    assert _predict(path, tmp_path, models / "model_a") == 2
+    err = capsys.readouterr().err
+    assert "bad.tif" in err and "Traceback" not in err
+
+
+def test_check_refuses_bad_done_values_and_non_stores(predicted, tmp_path, capsys):
+    _, store = predicted
+    s = LabelStore.open(store)
+    s.pixels.done[0, 0] = 7
+    assert _cli("check", store) == 2
+    assert "done values [7]" in capsys.readouterr().out
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(StoreError, match="not a napari-sgnet label store|no zarr group"):
+        _cli("check", tmp_path / "plain")
