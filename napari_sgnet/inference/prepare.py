@@ -188,7 +188,7 @@ def _open_or_create(
         palette=info.palette,
         base_downsample=plan.downsample,
         tile=plan.tile,
-        overwrite=request.overwrite or path.exists(),
+        overwrite=request.overwrite,
     )
     try:
         store.set_model(info.to_dict())
