@@ -266,6 +266,11 @@ def test_export_of_a_corrupt_store_names_the_tile(predicted, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2, err
         assert "chunk" in err and "tile (" in err and "Traceback" not in err
+    from napari_sgnet._napari.session import store_layers
+
+    labels = store_layers(store, with_slide=False)[-1][0]  # the reader's dask levels
+    with pytest.raises(StoreError, match=r"array '0' chunk .* tile \("):
+        np.asarray(labels[0])
 
 
 def test_a_store_whose_level0_shape_was_edited_is_refused(predicted, tmp_path, capsys):

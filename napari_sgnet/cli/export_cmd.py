@@ -32,7 +32,10 @@ def register(subparsers: Any) -> None:
         help="export a label store: OME-Zarr labels, GeoJSON (QuPath), TIFF mask, patches",
         description=(
             "Export the labels of a label store. Existing outputs are kept unless "
-            "--overwrite is given. See docs/exports.md for the formats."
+            "--overwrite is given; the output may never be the store, its slide, a path "
+            "inside either or a folder holding either. A damaged store chunk is named "
+            "(repair it with `napari-sgnet check STORE --repair`). See docs/exports.md for "
+            "the formats."
         ),
     )
     parser.add_argument("store", help="label store folder (<slide>.sgnet.zarr)")
