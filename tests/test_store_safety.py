@@ -391,3 +391,43 @@ def test_check_refuses_bad_done_values_and_non_stores(predicted, tmp_path, capsy
     (tmp_path / "plain").mkdir()
     with pytest.raises(StoreError, match="not a napari-sgnet label store|no zarr group"):
         _cli("check", tmp_path / "plain")
+
+
+def test_more_hostile_stores_are_refused_with_messages(predicted, models, tmp_path, capsys):
+    """Repair without the slide or the model, a corrupt done-map under --resume, a missing
+    array, garbage root metadata: each a clean refusal naming the store (exit 2 through
+    ``main``), or a structural problem repair refuses to patch."""
+    slide, store = predicted
+    copy = tmp_path / "copy" / "slide.sgnet.zarr"
+    shutil.copytree(store, copy)
+    # 1. the repair needs the model: the store's name is not an installed model
+    _corrupt_a_level0_chunk(copy)
+    with pytest.raises(StoreError, match="pass --model"):
+        _cli("check", copy, "--repair")
+    # 2. ... and the slide: moved away, the message says --slide
+    os.rename(slide, tmp_path / "gone.tif")
+    with pytest.raises(StoreError, match="--slide"):
+        _cli("check", copy, "--repair", "--model", models / "model_a")
+    os.rename(tmp_path / "gone.tif", slide)
+    # 3. a corrupt done-map chunk: --resume refuses and names it
+    (store / "done" / "c" / "0" / "0").write_bytes(b"not zstd at all")
+    assert _predict(slide, store.parent, models / "model_a", "--resume") == 2
+    assert "'done' chunk 0/0" in capsys.readouterr().err
+    # 4. a missing array: check reports it, repair refuses (re-predict afresh)
+    shutil.rmtree(copy / "confidence")
+    with pytest.raises(StoreError, match="'confidence' is missing"):
+        _cli("check", copy)
+    # 5. a structural problem: check reports it, repair refuses (predict afresh)
+    other = tmp_path / "other" / "slide.sgnet.zarr"
+    shutil.copytree(store, other)
+    meta = json.loads((other / "edited" / "zarr.json").read_text())
+    meta["shape"] = [5, 5]
+    (other / "edited" / "zarr.json").write_text(json.dumps(meta))
+    assert _cli("check", other) == 2
+    assert "edited is" in capsys.readouterr().out
+    with pytest.raises(StoreError, match="--overwrite"):
+        _cli("check", other, "--repair", "--model", models / "model_a")
+    # 6. garbage root metadata
+    (copy / "zarr.json").write_text("{ not json")
+    with pytest.raises(StoreError):
+        _cli("check", copy)

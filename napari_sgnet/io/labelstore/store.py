@@ -87,7 +87,11 @@ class LabelStore:
             levels = [group[str(k)] for k in range(len(self.layout.level_shapes))]
             arrays = (group["confidence"], group["edited"], group["done"])
             self.pixels = LabelPixels(self.path, levels[0], *arrays, self.layout.chunk)
-        except (KeyError, TypeError, ValueError, PaletteError) as exc:
+        except KeyError as exc:  # an array folder deleted or a metadata field gone
+            raise StoreError(
+                self.path, f"label store is damaged: {exc.args[0]!r} is missing"
+            ) from exc
+        except (TypeError, ValueError, PaletteError) as exc:
             raise StoreError(self.path, f"label store metadata is damaged: {exc!r}") from exc
         layout = self.layout
         self.palette: Palette = layout.palette
