@@ -431,3 +431,56 @@ def test_more_hostile_stores_are_refused_with_messages(predicted, models, tmp_pa
     (copy / "zarr.json").write_text("{ not json")
     with pytest.raises(StoreError):
         _cli("check", copy)
+
+
+def test_free_space_is_checked_before_anything_is_written(tmp_path, monkeypatch):
+    import collections
+
+    from napari_sgnet.inference.testing import pattern_slide
+    from napari_sgnet.io.labelstore import atomic
+    from napari_sgnet.palette import GLEASON
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 2**20))
+    with pytest.raises(StoreError, match="not enough free space"):
+        LabelStore.create(tmp_path / "s.sgnet.zarr", slide=pattern_slide(), palette=GLEASON)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_api_moves_aside_and_restores(tmp_path):
+    from napari_sgnet.inference.testing import pattern_slide
+    from napari_sgnet.palette import GLEASON
+
+    path = tmp_path / "s.sgnet.zarr"
+    slide = pattern_slide(300, 200)
+    old = LabelStore.create(path, slide=slide, palette=GLEASON, tile=64)
+    old.mark_done((0, 0))
+    before = _tree_digest(path)
+    new = LabelStore.create(path, slide=slide, palette=GLEASON, tile=64, overwrite=True)
+    assert new.replaced is not None and new.replaced.exists()
+    assert new.done_map().sum() == 0
+    assert new.restore_replaced()
+    assert _tree_digest(path) == before and not list(tmp_path.glob("*.old-*"))
+    newer = LabelStore.create(path, slide=slide, palette=GLEASON, tile=64, overwrite=True)
+    aside = newer.replaced
+    newer.mark_done((1, 1))  # the first commit deletes the old store
+    assert aside is not None and not aside.exists() and newer.replaced is None
+
+
+@pytest.mark.parametrize(
+    ("out", "ok"),
+    [("data/x.tif", True), ("data/slide.tif", False), ("data/s.zarr/0", False),
+     ("data/s.zarr", False), ("data", False), ("link", False)],
+)  # fmt: skip
+def test_check_output_path(tmp_path, out, ok):
+    from napari_sgnet.io.labelstore.outputs import check_output_path
+
+    (tmp_path / "data" / "s.zarr").mkdir(parents=True)
+    (tmp_path / "data" / "slide.tif").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(tmp_path / "data" / "slide.tif")
+    args = dict(slide=tmp_path / "data" / "slide.tif", store=tmp_path / "data" / "s.zarr")
+    if ok:
+        check_output_path(tmp_path / out, **args)
+    else:
+        with pytest.raises(StoreError, match="choose another output path"):
+            check_output_path(tmp_path / out, **args)
