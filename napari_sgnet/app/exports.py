@@ -113,7 +113,8 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "ome-zarr", "OME-Zarr", ".labels.ome.zarr", (".ome.zarr", ".zarr"),
             "Label pyramid with class names and colours (any OME-Zarr viewer, napari, "
-            "QuPath via OME-Zarr).", ("ngff",), False, False, _omezarr,
+            "QuPath via OME-Zarr); with image=SLIDE, an OME-Zarr image of the slide holding "
+            "the labels.", ("ngff", "image"), False, False, _omezarr,
         ),
         ExportFormat(
             "geojson", "GeoJSON", ".geojson", (".geojson", ".json"),
