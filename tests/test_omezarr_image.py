@@ -226,7 +226,7 @@ def test_rgb_image_omero_lists_its_channels(tmp_path: Path, slide: Pyramid) -> N
     v05.Image.from_zarr(zarr.open_group(root, mode="r"))
     reader = napari_get_reader(str(root))
     assert reader is not None
-    [(data, kwargs, kind)] = reader()
+    [(_data, kwargs, kind)] = reader()
     assert kind == "image" and kwargs["channel_axis"] == 0 and len(kwargs["name"]) == 3
 
 

@@ -35,8 +35,6 @@ from napari_sgnet.io._write_common import (
 from napari_sgnet.io.exporters._common import Progress, iter_blocks, report, staged_output
 from napari_sgnet.io.exporters.source import LabelSource, as_label_source
 from napari_sgnet.io.labelstore import LabelStore
-from napari_sgnet.io.pyramid import Pyramid
-from napari_sgnet.io.readers._common import length_to_um
 from napari_sgnet.io.ngff import (
     NGFF_VERSIONS,
     ImageLabel,
@@ -48,6 +46,8 @@ from napari_sgnet.io.ngff import (
     parse_image_label,
     parse_multiscale,
 )
+from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.readers._common import length_to_um
 from napari_sgnet.palette import Palette, PaletteError
 
 __all__ = ["NGFF_VERSIONS", "export_omezarr", "ngff_label_attributes", "read_omezarr_labels"]
