@@ -269,8 +269,15 @@ def test_polygons_match_skimage_rasteriser():
 # ------------------------------------------------------------------ TIFF
 def test_tiff_round_trip_with_palette(store: LabelStore, tmp_path: Path):
     calls = []
-    out = export_tiff(store, tmp_path / "l.ome.tif", tile=64, progress=lambda *a: calls.append(a))
-    assert calls[-1][0] == calls[-1][1] == sum(-(-h // 64) for h, _ in store.level_shapes)
+    out = export_tiff(
+        store,
+        tmp_path / "l.ome.tif",
+        tile=64,
+        tiff_level="working",
+        progress=lambda *a: calls.append(a),
+    )
+    rows = [-(-h // 64) for h, _ in store.level_shapes]
+    assert calls[-1][0] == calls[-1][1] == sum(rows) + sum(rows[1:])
     with tifffile.TiffFile(out) as tf:
         series = tf.series[0]
         assert len(series.levels) == store.n_levels
@@ -279,10 +286,11 @@ def test_tiff_round_trip_with_palette(store: LabelStore, tmp_path: Path):
         page = tf.pages[0]
         assert page.is_tiled and page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE
         assert page.dtype == np.uint8
-        assert tuple(page.colormap[:, 2] // 257) == GLEASON.classes[1].color
+        assert page.photometric == tifffile.PHOTOMETRIC.MINISBLACK and page.colormap is None
         assert f'PhysicalSizeX="{MPP * BASE}"' in tf.ome_metadata
     record = read_tiff_record(out)
     assert record["palette"] == GLEASON.to_dict() and record["base_downsample"] == BASE
+    assert record["tiff_level"] == "working"
 
 
 # ------------------------------------------------------------------ training patches

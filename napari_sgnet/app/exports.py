@@ -124,7 +124,9 @@ EXPORTS: dict[str, ExportFormat] = {
         ),
         ExportFormat(
             "tiff", "TIFF", ".labels.tif", (".tif", ".tiff"),
-            "Pyramidal label TIFF at the label resolution.", (), False, False, _tiff,
+            "Pyramidal OME-TIFF of grey label ids at the slide's resolution (QuPath, "
+            "OpenSlide, Fiji); tiff_level='working' keeps the label resolution.",
+            ("tiff_level",), False, False, _tiff,
         ),
         ExportFormat(
             "patches", "Training patches", "-patches", (),

@@ -49,6 +49,13 @@ def register(subparsers: Any) -> None:
         "(default: the labels alone)",
     )
     parser.add_argument(
+        "--tiff-level",
+        choices=("slide", "working"),
+        default=None,
+        help="tiff: level 0 at the slide's level-0 resolution (default) or at the labels' "
+        "working resolution",
+    )
+    parser.add_argument(
         "--level",
         type=int,
         default=None,
