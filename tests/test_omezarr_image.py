@@ -255,3 +255,74 @@ def test_cli_export_with_image(
     assert cli.main([*base, "--with-image", "--slide", str(slide_file)]) == 0
     v05.Image.from_zarr(zarr.open_group(out, mode="r"))
     v05.ImageLabel.from_zarr(zarr.open_group(out / "labels" / "sgnet", mode="r"))
+
+
+def test_a_store_of_an_earlier_version_is_brought_up_to_date(
+    slide: Pyramid, tmp_path: Path
+) -> None:
+    """A store whose label 0 had a colour but no property (as earlier versions wrote) fails
+    ome-zarr-models; it still opens, and opening it for writing repairs its metadata."""
+    from pydantic import ValidationError
+
+    path = tmp_path / "old.sgnet.zarr"
+    LabelStore.create(path, slide=slide, palette=GLEASON, base_downsample=BASE, tile=32)
+    group = zarr.open_group(path, mode="r+")
+    ome = group.attrs.asdict()["ome"]
+    ome["image-label"]["properties"] = ome["image-label"]["properties"][1:]
+    group.update_attributes({"ome": ome})
+    with pytest.raises(ValidationError, match="Inconsistent"):
+        v05.ImageLabel.from_zarr(zarr.open_group(path, mode="r"))
+    LabelStore.open(path, mode="r")  # readable as it is, and left as it is
+    with pytest.raises(ValidationError):
+        v05.ImageLabel.from_zarr(zarr.open_group(path, mode="r"))
+    store = LabelStore.open(path)
+    v05.ImageLabel.from_zarr(zarr.open_group(path, mode="r"))
+    attrs = zarr.open_group(path, mode="r").attrs.asdict()
+    assert parse_image_label(attrs) == ImageLabel.from_palette(GLEASON)
+    assert parse_multiscale(attrs).name == "pattern labels"
+    store.validate(deep=True)  # the layout checks still pass
+
+
+def test_synthetic_truth_class_names_come_back(tmp_path: Path) -> None:
+    """The synthetic truth's classes read back by name (ours, napari-ome-zarr's)."""
+    from napari_ome_zarr import napari_get_reader
+
+    from napari_sgnet.io.exporters import read_omezarr_labels
+    from napari_sgnet.synthetic import SynthConfig, generate_slide
+
+    synth = generate_slide(SynthConfig(width=256, height=256, seed=1, chunk_size=128))
+    group = write_ome_zarr(
+        synth.labels,
+        tmp_path / "truth.labels.ome.zarr",
+        labels=True,
+        name=synth.palette.name,
+        palette=synth.palette,
+        chunks=128,
+    )
+    assert list(read_omezarr_labels(group).palette.names) == list(synth.palette.names)
+    reader = napari_get_reader(str(group))
+    assert reader is not None
+    [(_, kwargs, kind)] = reader()
+    assert kind == "labels"
+    assert kwargs["properties"]["class"][1:] == list(synth.palette.names)
+
+
+def test_an_image_translation_places_the_slide_layer(slide: Pyramid, tmp_path: Path) -> None:
+    """An OME-Zarr image whose level 0 is translated: the napari layer is translated too."""
+    from napari_sgnet._napari.layers import image_layer_data
+    from napari_sgnet.io import open_pyramid
+
+    root = write_ome_zarr(slide, tmp_path / "moved.ome.zarr", chunks=64)
+    group = zarr.open_group(root, mode="r+")
+    ome = group.attrs.asdict()["ome"]
+    ome["multiscales"][0]["datasets"][0]["coordinateTransformations"].append(
+        {"type": "translation", "translation": [0.0, 5.0, 10.0]}  # µm
+    )
+    group.update_attributes({"ome": ome})
+    v05.Image.from_zarr(zarr.open_group(root, mode="r"))
+    pyramid = open_pyramid(root)
+    assert pyramid.mpp == MPP and pyramid.metadata["origin_px"] == (10.0, 20.0)
+    _, kwargs, _ = image_layer_data(pyramid)
+    assert kwargs["translate"] == (5.0, 10.0) and kwargs["units"] == ("µm", "µm")
+    _, kwargs, _ = image_layer_data(pyramid.with_mpp(0.25))  # placement follows the pixels
+    assert kwargs["translate"] == (2.5, 5.0)
