@@ -113,7 +113,8 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "ome-zarr", "OME-Zarr", ".labels.ome.zarr", (".ome.zarr", ".zarr"),
             "Label pyramid with class names and colours (any OME-Zarr viewer, napari, "
-            "QuPath via OME-Zarr).", ("ngff",), False, False, _omezarr,
+            "QuPath via OME-Zarr); with image=SLIDE, an OME-Zarr image of the slide holding "
+            "the labels.", ("ngff", "image"), False, False, _omezarr,
         ),
         ExportFormat(
             "geojson", "GeoJSON", ".geojson", (".geojson", ".json"),
@@ -123,7 +124,9 @@ EXPORTS: dict[str, ExportFormat] = {
         ),
         ExportFormat(
             "tiff", "TIFF", ".labels.tif", (".tif", ".tiff"),
-            "Pyramidal label TIFF at the label resolution.", (), False, False, _tiff,
+            "Pyramidal OME-TIFF of grey label ids at the slide's resolution (QuPath, "
+            "OpenSlide, Fiji); tiff_level='working' keeps the label resolution.",
+            ("tiff_level",), False, False, _tiff,
         ),
         ExportFormat(
             "patches", "Training patches", "-patches", (),

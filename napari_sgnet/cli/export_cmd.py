@@ -46,6 +46,19 @@ def register(subparsers: Any) -> None:
         "--ngff", choices=("0.4", "0.5"), default="0.5", help="OME-NGFF version (ome-zarr)"
     )
     parser.add_argument(
+        "--with-image",
+        action="store_true",
+        help="ome-zarr: write an OME-Zarr image of --slide with the labels in labels/sgnet "
+        "(default: the labels alone)",
+    )
+    parser.add_argument(
+        "--tiff-level",
+        choices=("slide", "working"),
+        default=None,
+        help="tiff: level 0 at the slide's level-0 resolution (default) or at the labels' "
+        "working resolution",
+    )
+    parser.add_argument(
         "--level",
         type=int,
         default=None,
@@ -77,7 +90,9 @@ def register(subparsers: Any) -> None:
         metavar="UM",
         help="geojson: simplify outlines with this tolerance in µm (default: exact outlines)",
     )
-    parser.add_argument("--slide", default=None, help="patches: the slide the store was made for")
+    parser.add_argument(
+        "--slide", default=None, help="patches, ome-zarr --with-image: the store's slide"
+    )
     parser.add_argument(
         "--patch-size",
         type=int,
@@ -135,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "patches" and not args.slide:
         print("error: --format patches needs --slide SLIDE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.with_image and (args.format != "ome-zarr" or not args.slide):
+        print("error: --with-image needs --format ome-zarr and --slide SLIDE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args.image = args.slide if args.with_image else None
     store = LabelStore.open(args.store, mode="r")  # StoreError -> exit 2 in main
     progress, close = _progress_bar(f"export {args.format}", args.quiet)
     try:

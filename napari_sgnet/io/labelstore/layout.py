@@ -43,6 +43,7 @@ __all__ = [
     "DONE_CHUNK",
     "StoreLayout",
     "create_group",
+    "current_ngff",
     "layout_problems",
     "level0_shape",
     "open_group",
@@ -198,6 +199,27 @@ def create_group(
     ome = layout.ngff_attributes(f"{slide.name} labels", slide.mpp)
     group.update_attributes({**ome, "sgnet": meta})
     return group
+
+
+def current_ngff(layout: StoreLayout, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``"ome"`` attributes this napari-sgnet writes for a store, when they differ
+    from those in ``attrs`` (a store written by an earlier version); ``None`` when equal.
+
+    Only metadata is rebuilt (the multiscale's name and the slide's µm/px are kept), so
+    an older store comes to validate as NGFF without its pixels or ``sgnet`` record changing.
+    """
+    sgnet = attrs.get("sgnet") or {}
+    slide = sgnet.get("slide") or {}
+    try:
+        name = parse_multiscale(attrs).name
+    except ValueError:
+        name = None
+    mpp = slide.get("mpp")
+    built = layout.ngff_attributes(
+        name or f"{slide.get('name') or 'slide'} labels",
+        float(mpp) if mpp is not None else None,
+    )
+    return None if attrs.get("ome") == built["ome"] else built
 
 
 def layout_problems(layout: StoreLayout, group: zarr.Group, *, deep: bool = False) -> list[str]:

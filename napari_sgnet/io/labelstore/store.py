@@ -27,6 +27,7 @@ from napari_sgnet.io.labelstore.guard import GuardedArray, StoreGuard
 from napari_sgnet.io.labelstore.layout import (
     StoreLayout,
     create_group,
+    current_ngff,
     layout_problems,
     open_group,
 )
@@ -150,11 +151,27 @@ class LabelStore:
         """
         path = Path(path)
         store = cls(path, open_group(path, mode), read_only=(mode == "r"))
+        if mode == "r+":
+            store._upgrade_ngff()
         if slide is not None:
             store.check_slide(slide)
         if palette is not None:
             store.check_palette(palette)
         return store
+
+    def _upgrade_ngff(self) -> None:
+        """Rewrite the ``"ome"`` attributes of a store written by an earlier version (e.g.
+        label 0 coloured but without a property), so it validates as OME-NGFF again."""
+        built = current_ngff(self.layout, self._group.attrs.asdict())
+        if built is None:
+            return
+        try:
+            with self._guard.writing("update the store's OME-NGFF metadata"):
+                self._group.update_attributes(built)
+        except StoreError as exc:  # still usable; only other NGFF readers may balk
+            log.warning("%s", exc)
+            return
+        log.info("%s: OME-NGFF metadata brought up to date", self.path)
 
     @classmethod
     def create(
