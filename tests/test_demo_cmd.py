@@ -38,8 +38,11 @@ def test_headless_demo_writes_store_and_exports(tmp_path, capsys):
     assert geo["features"]
     import tifffile
 
-    tif = tifffile.imread(out / "CMU-1-Small-Region.labels.tif")
-    assert np.array_equal(tif, store.read_labels(Box(0, 0, store.width, store.height)))
+    tif = tifffile.imread(out / "CMU-1-Small-Region.labels.tif")  # at the slide's level 0
+    b = int(store.base_downsample)
+    level0 = store.read_labels(Box(0, 0, store.width, store.height))
+    assert tif.shape == (2967, 2220)
+    assert np.array_equal(tif, np.repeat(np.repeat(level0, b, 0), b, 1)[:2967, :2220])
     assert (out / "CMU-1-Small-Region.labels.ome.zarr").is_dir()
 
 

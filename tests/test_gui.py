@@ -184,7 +184,9 @@ def _check_exports(paths, store, labels):
     source = read_omezarr_labels(paths["ome-zarr"])
     assert np.array_equal(np.asarray(source.levels[0]), labels)
     assert source.palette.names == store.palette.names
-    assert np.array_equal(tifffile.imread(paths["tiff"]), labels)
+    b = int(store.base_downsample)  # the TIFF mask is at the slide's level 0
+    slide_res = np.repeat(np.repeat(labels, b, axis=0), b, axis=1)
+    assert np.array_equal(tifffile.imread(paths["tiff"]), slide_res)
     doc = json.loads(paths["geojson"].read_text())
     names = {f["properties"]["classification"]["name"] for f in doc["features"]}
     assert "Gleason 5" in names and names <= set(store.palette.names)

@@ -67,6 +67,10 @@ def image_layer_data(pyramid: Pyramid, name: str | None = None) -> LayerData:
     }
     if pyramid.mpp is not None:
         kwargs["units"] = ("µm", "µm")
+    origin = pyramid.metadata.get("origin_px")
+    if origin is not None:  # an OME-Zarr image placed by a translation
+        sy, sx = kwargs["scale"]
+        kwargs["translate"] = (float(origin[0]) * sy, float(origin[1]) * sx)
     limits = _contrast_limits(pyramid)
     if limits is not None:
         kwargs["contrast_limits"] = limits

@@ -23,7 +23,8 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
     RGB(A) or greyscale single-plane slides and images, NGFF OME-Zarr images and
     image-label groups, and napari-sgnet label stores. Anything else (fluorescence
     channels, z-stacks, time series, plain zarr arrays, damaged files) gets None so that
-    napari can offer another reader. Never raises.
+    napari can offer another reader. ``.geojson`` files are claimed (with
+    :func:`read_geojson_files`) only when they hold Polygon/MultiPolygon features. Never raises.
     """
     from napari_sgnet.io.readers import probe
 
@@ -71,6 +72,8 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
         pyramid = open_pyramid(p)
         log.info("opened %s", pyramid.summary())
         layers.append(image_layer_data(pyramid))
+        if kind == "omezarr":  # label images listed in the image's labels/ group
+            layers.extend(_label_image_layer(q) for q in _child_label_images(Path(p)))
     return layers
 
 
@@ -82,13 +85,52 @@ def read_geojson_files(path: str | list[str]) -> list[LayerData]:
     return [geojson_layer_data(p) for p in paths]
 
 
+def _child_label_images(path: Path) -> list[Path]:
+    """The label image groups an OME-Zarr image lists in its ``labels`` group (NGFF)."""
+    import zarr
+
+    from napari_sgnet.io.ngff import ome_attributes, parse_labels
+
+    labels = path / "labels"
+    if not labels.is_dir():
+        return []
+    try:
+        names = parse_labels(zarr.open_group(labels, mode="r").attrs.asdict())
+        found = []
+        for name in names:
+            attrs = zarr.open_group(labels / name, mode="r").attrs.asdict()
+            if "image-label" in ome_attributes(attrs):
+                found.append(labels / name)
+        return found
+    except (OSError, ValueError, KeyError, zarr.errors.GroupNotFoundError):
+        log.warning("%s: cannot read its labels group; showing the image only", path)
+        return []
+
+
 def _label_image_layer(path: Path) -> LayerData:
-    """A labels layer (palette colours, µm scale) for an exported OME-Zarr label image."""
+    """A labels layer for an OME-Zarr label image: palette colours, µm scale and placement.
+
+    The layer's scale and translate are those of its NGFF level 0 (one convention,
+    :func:`napari_sgnet.io.ngff.level_datasets`): a pixel of a label level with ``f``
+    slide pixels per pixel has its centre where the slide pixels it covers have theirs.
+    """
     from napari_sgnet._napari.layers import labels_layer_data
     from napari_sgnet.io.exporters import read_omezarr_labels
+    from napari_sgnet.io.ngff import level_datasets
 
     source = read_omezarr_labels(path)
-    step = (source.mpp or 1.0) * source.base_downsample
-    return labels_layer_data(
-        list(source.levels), source.palette, scale=(step, step), name=source.name or path.stem
+    step = source.mpp if source.mpp is not None else 1.0
+    level0 = level_datasets([source.base_downsample], step, centred=True, offset=source.offset)[0]
+    scale = level0.scale or (step, step)
+    data = labels_layer_data(
+        list(source.levels),
+        source.palette,
+        scale=(scale[-2], scale[-1]),
+        name=source.name or path.stem,
     )
+    kwargs = data[1]
+    if level0.translation is not None:
+        kwargs["translate"] = (level0.translation[-2], level0.translation[-1])
+    if source.mpp is not None:
+        kwargs["units"] = ("µm", "µm")
+    return data

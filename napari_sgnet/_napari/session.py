@@ -222,22 +222,32 @@ def edit_layer_data(
 def store_layers(path: str | Path, *, with_slide: bool = True) -> list[LayerData]:
     """Layers for a label store opened on its own (``napari <store>``).
 
-    The slide it was made for (when its file is still where the store recorded it)
-    and the labels over it, read-only.
+    The slide it was made for and the labels over it, read-only. The slide is looked for
+    where the store recorded it (absolute path, then relative to the store, then beside it;
+    :func:`napari_sgnet.io.labelstore.slide_ref.find_slide`) and checked to be the same
+    slide; when it is not found (or a different slide has its name), the labels are shown
+    alone and a warning says why and how to re-link the slide.
     """
+    import warnings
+
     from napari_sgnet._napari.layers import image_layer_data
+    from napari_sgnet.errors import StoreError
+    from napari_sgnet.io.labelstore.slide_ref import find_slide
 
     store = LabelStore.open(path, mode="r")
+    store.validate()
     ident = store.slide_identity
     mpp = ident.get("mpp") or 1.0
     layers: list[LayerData] = []
-    source = ident.get("source")
-    if with_slide and source and Path(source).exists():
-        from napari_sgnet.io import open_pyramid
-
-        slide = open_pyramid(source)
-        layers.append(image_layer_data(slide))
-        mpp = slide.mpp or mpp
+    if with_slide:
+        try:
+            slide = find_slide(store)
+        except StoreError as exc:
+            message = f"showing the labels without their slide: {exc}"
+            warnings.warn(message, stacklevel=2)
+        else:
+            layers.append(image_layer_data(slide))
+            mpp = slide.mpp or mpp
     units = ("µm", "µm") if ident.get("mpp") else None
     layers.append(prediction_layer_data(store, slide_scale=(mpp, mpp), units=units))
     return layers

@@ -113,7 +113,8 @@ EXPORTS: dict[str, ExportFormat] = {
         ExportFormat(
             "ome-zarr", "OME-Zarr", ".labels.ome.zarr", (".ome.zarr", ".zarr"),
             "Label pyramid with class names and colours (any OME-Zarr viewer, napari, "
-            "QuPath via OME-Zarr).", ("ngff",), False, False, _omezarr,
+            "QuPath via OME-Zarr); with image=SLIDE, an OME-Zarr image of the slide holding "
+            "the labels.", ("ngff", "image"), False, False, _omezarr,
         ),
         ExportFormat(
             "geojson", "GeoJSON", ".geojson", (".geojson", ".json"),
@@ -123,7 +124,9 @@ EXPORTS: dict[str, ExportFormat] = {
         ),
         ExportFormat(
             "tiff", "TIFF", ".labels.tif", (".tif", ".tiff"),
-            "Pyramidal label TIFF at the label resolution.", (), False, False, _tiff,
+            "Pyramidal OME-TIFF of grey label ids at the slide's resolution (QuPath, "
+            "OpenSlide, Fiji); tiff_level='working' keeps the label resolution.",
+            ("tiff_level",), False, False, _tiff,
         ),
         ExportFormat(
             "patches", "Training patches", "-patches", (),
@@ -205,12 +208,40 @@ def run_export(
     ------
     OptionError
         For an unknown kind, an option the kind does not take, or patches without a slide.
+    StoreError
+        When ``path`` is (or is inside, or holds) the input store or the slide, or the store
+        does not match its own metadata (nothing is written).
     """
     row = export_format(kind)
     unknown = set(options) - set(row.options)
     if unknown:
         raise OptionError(f"{kind} export does not take {', '.join(sorted(unknown))}")
     kw: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    _check_inputs(labels, Path(path), slide)
     if row.needs_slide:
         kw["slide"] = slide
     return row.write(labels, Path(path), overwrite=overwrite, progress=progress, **kw)
+
+
+def _check_inputs(labels: Any, path: Path, slide: Any) -> None:
+    """Refuse an output that is (or is inside, or holds) the input store or slide, and a
+    store whose structure does not match its metadata, before anything is written."""
+    from napari_sgnet.io.labelstore import LabelStore
+    from napari_sgnet.io.labelstore.outputs import check_output_path
+
+    store_path = None
+    sources: list[Any] = []
+    if isinstance(labels, LabelStore):
+        labels.validate()
+        store_path = labels.path
+        sources.append(labels.slide_identity.get("source"))
+    else:
+        provenance = getattr(labels, "provenance", None) or {}
+        store_path = provenance.get("store")
+        sources.append((provenance.get("slide") or {}).get("source"))
+    if slide is not None:
+        sources.append(getattr(slide, "source", slide))
+    check_output_path(path, store=store_path)
+    for source in sources:
+        if source:
+            check_output_path(path, slide=source)

@@ -16,6 +16,15 @@ A slide's label store is ``<folder>/<stem>.sgnet.zarr`` where
 So ``napari-sgnet predict --out DIR slide.svs`` writes exactly the store that the app opens
 for ``slide.svs`` with ``store_dir=DIR`` (or, for ``DIR`` = the slide's folder, by default).
 
+Two different slides with the same stem
+-----------------------------------------
+Slides named alike in different folders (``a/case.svs``, ``b/case.svs``) stored into one folder
+would share ``case.sgnet.zarr``. :func:`unique_store_path` keeps ``<stem>.sgnet.zarr`` for the
+common case and, only when that store exists and was made for a *different* slide (size,
+µm/px or pixel fingerprint differ), names the store ``<stem>-<fp8>.sgnet.zarr`` with the first
+8 hex digits of the slide's fingerprint. ``predict`` and the app (:func:`find_store_path` on an
+open pyramid) use it, so both find the same store.
+
 Before this rule the app named stores after the whole file name (``CMU-1-Small-Region.svs
 .sgnet.zarr``). :func:`find_store_path` still opens such a store when it exists and no store
 with the new name does, so nobody loses their labels.
@@ -39,6 +48,7 @@ __all__ = [
     "slide_stem",
     "store_folder",
     "store_path_for",
+    "unique_store_path",
 ]
 
 #: Suffix of every label store folder.
@@ -129,15 +139,54 @@ def legacy_store_path(slide: SlideLike, store_dir: str | os.PathLike[str] | None
     return store_folder(slide, store_dir) / f"{_file_name(slide)}{STORE_SUFFIX}"
 
 
+def unique_store_path(slide: Pyramid, store_dir: str | os.PathLike[str] | None = None) -> Path:
+    """:func:`store_path_for`, or ``<stem>-<fp8>.sgnet.zarr`` when that name is taken by the
+    store of a different slide (see the module's rule).
+
+    Parameters
+    ----------
+    slide : Pyramid
+        The open slide (its identity is compared with the existing store's).
+    store_dir : str or Path, optional
+        As in :func:`store_path_for`.
+
+    Returns
+    -------
+    Path
+        The store folder for this slide (it may not exist yet).
+    """
+    from napari_sgnet.errors import StoreError
+    from napari_sgnet.io.labelstore import LabelStore
+    from napari_sgnet.io.labelstore.meta import compare_slide_identity, slide_identity
+
+    path = store_path_for(slide, store_dir)
+    if not LabelStore.is_store(path):
+        return path
+    current = slide_identity(slide)
+    try:
+        stored = LabelStore.open(path, mode="r").slide_identity
+    except StoreError:
+        return path  # damaged: the run that opens it says so
+    if not compare_slide_identity(stored, current):
+        return path
+    fingerprint = str(current["fingerprint"])[:8]
+    return path.with_name(f"{slide_stem(slide)}-{fingerprint}{STORE_SUFFIX}")
+
+
 def find_store_path(slide: SlideLike, store_dir: str | os.PathLike[str] | None = None) -> Path:
     """The store the app opens for a slide.
 
-    :func:`store_path_for`, unless only a store with the app's earlier name
-    (:func:`legacy_store_path`) exists: then that one, so existing labels stay in use.
+    :func:`store_path_for` (for an open pyramid, :func:`unique_store_path`: a store of
+    another slide with the same stem is never used), unless only a store with the app's
+    earlier name (:func:`legacy_store_path`) exists: then that one, so existing labels
+    stay in use.
     """
     from napari_sgnet.io.labelstore import LabelStore
+    from napari_sgnet.io.pyramid import Pyramid
 
     path = store_path_for(slide, store_dir)
+    if isinstance(slide, Pyramid):
+        path = unique_store_path(slide, store_dir)
     if LabelStore.is_store(path):
         return path
     legacy = legacy_store_path(slide, store_dir)

@@ -32,7 +32,10 @@ def register(subparsers: Any) -> None:
         help="export a label store: OME-Zarr labels, GeoJSON (QuPath), TIFF mask, patches",
         description=(
             "Export the labels of a label store. Existing outputs are kept unless "
-            "--overwrite is given. See docs/exports.md for the formats."
+            "--overwrite is given; the output may never be the store, its slide, a path "
+            "inside either or a folder holding either. A damaged store chunk is named "
+            "(repair it with `napari-sgnet check STORE --repair`). See docs/exports.md for "
+            "the formats."
         ),
     )
     parser.add_argument("store", help="label store folder (<slide>.sgnet.zarr)")
@@ -41,6 +44,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--ngff", choices=("0.4", "0.5"), default="0.5", help="OME-NGFF version (ome-zarr)"
+    )
+    parser.add_argument(
+        "--with-image",
+        action="store_true",
+        help="ome-zarr: write an OME-Zarr image of --slide with the labels in labels/sgnet "
+        "(default: the labels alone)",
+    )
+    parser.add_argument(
+        "--tiff-level",
+        choices=("slide", "working"),
+        default=None,
+        help="tiff: level 0 at the slide's level-0 resolution (default) or at the labels' "
+        "working resolution",
     )
     parser.add_argument(
         "--level",
@@ -74,7 +90,9 @@ def register(subparsers: Any) -> None:
         metavar="UM",
         help="geojson: simplify outlines with this tolerance in µm (default: exact outlines)",
     )
-    parser.add_argument("--slide", default=None, help="patches: the slide the store was made for")
+    parser.add_argument(
+        "--slide", default=None, help="patches, ome-zarr --with-image: the store's slide"
+    )
     parser.add_argument(
         "--patch-size",
         type=int,
@@ -132,6 +150,10 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "patches" and not args.slide:
         print("error: --format patches needs --slide SLIDE", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.with_image and (args.format != "ome-zarr" or not args.slide):
+        print("error: --with-image needs --format ome-zarr and --slide SLIDE", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args.image = args.slide if args.with_image else None
     store = LabelStore.open(args.store, mode="r")  # StoreError -> exit 2 in main
     progress, close = _progress_bar(f"export {args.format}", args.quiet)
     try:

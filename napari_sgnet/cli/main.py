@@ -44,6 +44,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "export",
     "import",
     "predict",
+    "check",
     "finetune",
     "calibrate_ood",
 )

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_sgnet.app.store_paths import store_path_for
+from napari_sgnet.app.store_paths import unique_store_path
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from napari_sgnet.errors import report_failure
 
@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
         required=True,
         type=Path,
         help="folder for the label stores: <slide name without extensions>.sgnet.zarr, "
-        "the store the app opens for that slide",
+        "the store the app opens for that slide (<name>-<fingerprint>.sgnet.zarr when a "
+        "different slide of the same name already has that store)",
     )
     p.add_argument(
         "--region",
@@ -93,7 +94,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="delete existing stores (including edits) and start afresh",
+        help="replace existing stores (including edits) and start afresh; the old store is "
+        "moved aside and deleted only after the new run's first commit (put back if the "
+        "run fails before)",
     )
     p.add_argument(
         "--no-skip-glass",
@@ -192,9 +195,12 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     _warn_mpp_override(slide, args)
 
+    from napari_sgnet.inference.prepare import open_slide
+
     request = InferenceRequest(
         slide=slide,
-        store=store_path_for(slide, args.out),
+        # <stem>.sgnet.zarr, or <stem>-<fp8>.sgnet.zarr when another slide's store has the name
+        store=unique_store_path(open_slide(slide, mpp=args.mpp), args.out),
         model=args.model,
         region=args.region,
         regions=args.regions,

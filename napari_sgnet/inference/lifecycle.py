@@ -133,12 +133,18 @@ def execute(
         From the first ``next()``, for a bad request, slide or store.
     """
     run = prepare(request)
+    try:  # nothing is written into an existing store until the model has loaded
+        executor.start(run)
+        run.begin()
+    except BaseException:
+        executor.finish()
+        run.abandon()
+        raise
     stats = RunStats(run)
     status = "failed"
     steps: Generator[Step, None, None] | None = None
     final: list[Box] = []
     try:
-        executor.start(run)
         stats.ood = getattr(executor, "ood", None)
         yield stats.event("started")
         steps = executor.steps(cancel)
@@ -153,6 +159,12 @@ def execute(
         if steps is not None:
             steps.close()
         final = executor.finish()
-        stats.record(status)
+        if status == "completed" or stats.done:
+            run.store.discard_replaced()  # the new store holds this run's work now
+        if run.store.restore_replaced():  # failed or cancelled before its first commit
+            log.warning("%s: run %s before its first commit; the old store is back",
+                        run.store.path, status)
+        else:
+            stats.record(status)
         log.info("%s: run %s after %d tiles", run.store.path, status, stats.done)
     yield stats.event(status, final)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from napari_sgnet.inference.request import InferenceRequest
 from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
+from napari_sgnet.io.labelstore.outputs import check_output_path
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.working import mpp_override_warning
 
@@ -72,8 +74,31 @@ class PreparedRun:
     request_number: int
     #: The slide's tissue mask (``None`` without glass detection): sinks keep glass unlabelled.
     tissue: TissueMask | None = None
+    #: Store changes held back until the model has loaded (:meth:`begin`): nothing is written
+    #: into an existing store before every check has passed.
+    pending: list[Callable[[LabelStore], None]] = field(default_factory=list)
+    #: The store was created by this run (removed again when the run cannot start).
+    created: bool = False
     #: Provenance of the polygon regions the plan was restricted to (``None``: none).
     regions: dict[str, Any] | None = None
+
+    def begin(self) -> None:
+        """Apply the held-back store changes and record the request (the first write)."""
+        for change in self.pending:
+            change(self.store)
+        self.pending = []
+        self.request_number = self.store.record_request(self.summary_record())
+
+    def abandon(self) -> None:
+        """Undo a run that could not start: put back a replaced store, drop a new one."""
+        import shutil
+
+        if self.store.restore_replaced():
+            return
+        if self.created:
+            shutil.rmtree(self.store.path, ignore_errors=True)
+            log.info("%s: removed the store this run created (the run did not start)",
+                     self.store.path)
 
     def summary_record(self) -> dict[str, Any]:
         """Fields recorded in the store for this request."""
@@ -106,10 +131,28 @@ def prepare_store(
         Store for another slide, palette or tiling; or holding another model's
         predictions when neither ``resume`` nor ``overwrite`` is set.
     """
+    store, pending, _ = _open_or_create(request, pyramid, spec, plan)
+    for change in pending:
+        change(store)
+    return store
+
+
+def _open_or_create(
+    request: InferenceRequest, pyramid: Pyramid, spec: ModelSpec, plan: TilePlan
+) -> tuple[LabelStore, list[Callable[[LabelStore], None]], bool]:
+    """The store, the changes to make to it once the run starts, and whether it is new.
+
+    An existing store is only read here (every check runs first); its changes (a model
+    change resets the done-map) are returned, to be applied by :meth:`PreparedRun.begin`.
+    """
     path = Path(request.store)
     info = spec.info
-    if path.exists() and not request.overwrite:
+    check_output_path(path, slide=pyramid.source, what="label store")
+    from napari_sgnet.io.labelstore.atomic import is_unfinished_store
+
+    if path.exists() and not request.overwrite and not is_unfinished_store(path):
         store = LabelStore.open(path, slide=pyramid, palette=info.palette)
+        store.validate()
         if store.tile != plan.tile or not math.isclose(
             store.base_downsample, plan.downsample, rel_tol=1e-6
         ):
@@ -120,6 +163,7 @@ def prepare_store(
                 f"{plan.overlap}) at downsample {plan.downsample:g}; use another store or "
                 "overwrite",
             )
+        pending: list[Callable[[LabelStore], None]] = []
         previous = store.model
         if previous is not None and previous.get("id") != info.model_id:
             if not request.resume:
@@ -134,12 +178,14 @@ def prepare_store(
                 previous.get("id"),
                 info.model_id,
             )
-            store.reset_done()
+            pending.append(LabelStore.reset_done)
         if previous is None or previous.get("id") != info.model_id:
-            store.set_model(info.to_dict())
+            record = info.to_dict()
+            pending.append(lambda s: s.set_model(record))
         if store.resolution is None:  # a store made before the resolution was recorded
-            store.set_resolution(plan.view(pyramid).record())
-        return store
+            resolution = plan.view(pyramid).record()
+            pending.append(lambda s: s.set_resolution(resolution))
+        return store, pending, False
     store = LabelStore.create(
         path,
         slide=pyramid,
@@ -148,9 +194,33 @@ def prepare_store(
         tile=plan.tile,
         overwrite=request.overwrite,
     )
-    store.set_model(info.to_dict())
-    store.set_resolution(plan.view(pyramid).record())
-    return store
+    try:
+        store.set_model(info.to_dict())
+        store.set_resolution(plan.view(pyramid).record())
+    except BaseException:
+        if not store.restore_replaced():
+            import shutil
+
+            shutil.rmtree(store.path, ignore_errors=True)
+        raise
+    return store, [], True
+
+
+def _check_done_tiles(store: LabelStore) -> None:
+    """Refuse to resume over done tiles whose chunks are damaged (``napari-sgnet check``)."""
+    from napari_sgnet.io.labelstore.verify import verify_store
+
+    report = verify_store(store, done_only=True)
+    log.info("%s: resume check of done tiles: %d chunks in %.2f s", store.path,
+             report.chunks_checked, report.seconds)
+    if not report.ok:
+        first = report.problems[:1] or [d.describe() for d in report.damaged[:3]]
+        raise StoreError(
+            store.path,
+            f"{len(report.problems) + len(report.damaged)} problem(s) in tiles marked done ("
+            + "; ".join(first)
+            + f"); run `napari-sgnet check {store.path} --repair` to re-predict them",
+        )
 
 
 def prepare(request: InferenceRequest) -> PreparedRun:
@@ -158,6 +228,11 @@ def prepare(request: InferenceRequest) -> PreparedRun:
 
     Every check (the slide's µm/px against the model's included, see
     :func:`napari_sgnet.io.working.working_level`) runs before the store is opened or created.
+    An existing store is not written here at all: its changes wait for
+    :meth:`PreparedRun.begin`, which :func:`~napari_sgnet.inference.lifecycle.execute` calls
+    once the model has loaded. With ``resume``, the chunks of the tiles marked done are
+    decoded first (:func:`~napari_sgnet.io.labelstore.verify.verify_store`); damaged ones
+    refuse the run and name ``napari-sgnet check --repair``.
 
     Raises
     ------
@@ -174,9 +249,19 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     )
     if regions is not None:
         plan = tiles_in_regions(plan, regions, pyramid)
-    store = prepare_store(request, pyramid, spec, plan)
-    done = store.done_map()
-    mask = tissue_mask(pyramid, threshold=request.tissue_threshold) if request.skip_glass else None
+    store, pending, created = _open_or_create(request, pyramid, spec, plan)
+    try:
+        if not created and request.resume and LabelStore.reset_done not in pending:
+            _check_done_tiles(store)
+        done = store.done_map()
+        if LabelStore.reset_done in pending:
+            done[...] = 0
+        mask = (
+            tissue_mask(pyramid, threshold=request.tissue_threshold) if request.skip_glass else None
+        )
+    except BaseException:
+        PreparedRun(request, pyramid, spec, plan, store, [], 0, None, 0, created=created).abandon()
+        raise
     work: list[WorkItem] = []
     n_cached = n_tissue = 0
     for idx in plan.tiles:
@@ -189,9 +274,9 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     fraction = n_tissue / len(plan.tiles) if mask is not None and plan.tiles else None
     provenance = regions.provenance() if regions is not None else None
     run = PreparedRun(
-        request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask, provenance
-    )
-    run.request_number = store.record_request(run.summary_record())
+        request, pyramid, spec, plan, store, work, n_cached, fraction, 0, mask,
+        pending=pending, created=created, regions=provenance,
+    )  # fmt: skip
     log.info(
         "%s: %d tiles at %s (%d done before, %d to do)",
         store.path,

@@ -189,7 +189,8 @@ def _store(array: da.Array, target: zarr.Array[Any], chunk: int, progress: Progr
             progress((band[y_axis].stop - y) * int(array.shape[-1]))
 
 
-def _omero_rgb() -> dict[str, Any]:
+def _omero_rgb(channels: int) -> dict[str, Any]:
+    """OMERO rendering settings of a uint8 RGB(A) image: one entry per stored channel."""
     colors = ("FF0000", "00FF00", "0000FF", "FFFFFF")
     return {
         "rdefs": {"model": "color"},
@@ -200,7 +201,7 @@ def _omero_rgb() -> dict[str, Any]:
                 "active": True,
                 "window": {"start": 0, "end": 255, "min": 0, "max": 255},
             }
-            for label, color in zip("RGBA", colors, strict=False)
+            for label, color in list(zip("RGBA", colors, strict=True))[:channels]
         ],
     }
 
@@ -220,8 +221,10 @@ def write_multiscale(
     """Write ``levels`` as a new NGFF multiscale group at ``location`` (must not exist).
 
     Images with a channel axis (``(H, W, C)`` levels) are stored ``c, y, x``. Level ``k``
-    has scale ``downsamples[k]`` x µm/px (pixels when unknown). With ``image_label`` the
-    group is a label image.
+    has scale ``downsamples[k]`` x µm/px (pixels when unknown) and the translation that
+    puts its pixel centres over the level-0 pixels they stand for (``(d - 1) / 2`` level-0
+    pixels, the NGFF convention of :mod:`napari_sgnet.io.ngff`). With ``image_label``
+    the group is a label image.
     """
     group = zarr.open_group(str(location), mode="w-", zarr_format=zarr_format(version))
     rgb = levels[0].ndim == 3
@@ -242,10 +245,12 @@ def write_multiscale(
         _store(array, target, chunks, progress)
     multiscale = Multiscale(
         axes=axes,
-        datasets=level_datasets(downsamples, mpp or 1.0, leading=(1.0,) if rgb else ()),
+        datasets=level_datasets(
+            downsamples, mpp or 1.0, centred=True, leading=(1.0,) if rgb else ()
+        ),
         name=name,
     )
-    omero = _omero_rgb() if rgb and levels[0].dtype == np.uint8 else None
+    omero = _omero_rgb(int(levels[0].shape[2])) if rgb and levels[0].dtype == np.uint8 else None
     group.attrs.update(
         multiscale_attributes(multiscale, version, image_label=image_label, omero=omero)
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dask.array as da
@@ -22,7 +22,7 @@ from napari_sgnet.io.labelstore.store import LabelStore
 from napari_sgnet.io.pyramid import read_window
 from napari_sgnet.palette import GLEASON, Palette
 
-__all__ = ["LabelSource", "as_label_source", "mode_pyramid", "to_uint8_labels"]
+__all__ = ["LabelSource", "NearestLevel", "as_label_source", "mode_pyramid", "to_uint8_labels"]
 
 #: Chunk side of the lazily built pyramid of an in-memory label image.
 DEFAULT_CHUNK = 512
@@ -225,6 +225,74 @@ class LabelSource:
         """uint8 labels in ``box`` (pixels of ``level``), 0 past the edge."""
         return to_uint8_labels(read_window(self.levels[level], box, pad_value=0))
 
+    def resampled(
+        self,
+        factors: Sequence[float],
+        shapes: Sequence[tuple[int, int]],
+        origin: tuple[float, float] | None = None,
+    ) -> LabelSource:
+        """The same labels on another grid of slide pixels, sampled lazily by nearest label.
+
+        Parameters
+        ----------
+        factors : sequence of float
+            Slide level-0 pixels per pixel of each new level, finest first (``1.0``: the
+            slide's own resolution).
+        shapes : sequence of (int, int)
+            ``(h, w)`` of each new level.
+        origin : tuple of float, optional
+            ``(x, y)`` of the new grid's top-left corner in slide level-0 pixels
+            (default: this source's offset).
+
+        Returns
+        -------
+        LabelSource
+            Levels of :class:`NearestLevel`; nothing is read until a window is.
+        """
+        if not factors or len(factors) != len(shapes):
+            raise ValueError("a resampled source needs one shape per factor")
+        origin = self.offset if origin is None else (float(origin[0]), float(origin[1]))
+        f0 = float(factors[0])
+        return replace(
+            self,
+            levels=tuple(
+                NearestLevel(self, float(f), (int(h), int(w)), origin)
+                for f, (h, w) in zip(factors, shapes, strict=True)
+            ),
+            downsamples=tuple(float(f) / f0 for f in factors),
+            base_downsample=f0,
+            offset=origin,
+            provenance={
+                **self.provenance,
+                "resampled_from": {
+                    "base_downsample": self.base_downsample,
+                    "offset": list(self.offset),
+                },
+            },
+        )
+
+    def slide_extent(self) -> tuple[int, int]:
+        """``(h, w)`` in slide level-0 pixels that level 0 covers (clipped to the slide)."""
+        h, w = self.shape(0)
+        out_h = math.ceil(h * self.base_downsample - 1e-6)
+        out_w = math.ceil(w * self.base_downsample - 1e-6)
+        if self.slide_size is not None:
+            sw, sh = self.slide_size
+            out_w = max(1, min(out_w, sw - math.floor(self.offset[0])))
+            out_h = max(1, min(out_h, sh - math.floor(self.offset[1])))
+        return out_h, out_w
+
+    def on_slide_grid(self, min_side: int) -> LabelSource:
+        """The labels at the slide's level-0 resolution, with 2x coarser levels (nearest)
+        down to the first that fits ``min_side`` x ``min_side``."""
+        h, w = self.slide_extent()
+        factors, shapes = [1.0], [(h, w)]
+        while max(shapes[-1]) > min_side:
+            f = factors[-1] * 2.0
+            factors.append(f)
+            shapes.append((math.ceil(h / f), math.ceil(w / f)))
+        return self.resampled(factors, shapes)
+
     def metadata(self) -> dict[str, Any]:
         """The JSON record every export carries (palette, placement, provenance)."""
         return {
@@ -238,6 +306,50 @@ class LabelSource:
             "slide_size": list(self.slide_size) if self.slide_size else None,
             "provenance": self.provenance,
         }
+
+
+class NearestLevel:
+    """A lazy 2-D label level on another grid of slide pixels (nearest label, uint8).
+
+    New pixel ``(i, j)`` has its centre at slide level-0 point
+    ``origin + ((j + 0.5) * factor, (i + 0.5) * factor)`` and takes the label of the
+    pixel covering that point in the finest level of ``source`` no finer than
+    ``factor`` (level 0 when all are coarser: upsampling). Only the window asked for
+    is read (``array[y0:y1, x0:x1]``), so a slide-sized level is never held in memory.
+    """
+
+    def __init__(
+        self,
+        source: LabelSource,
+        factor: float,
+        shape: tuple[int, int],
+        origin: tuple[float, float],
+    ) -> None:
+        if factor <= 0:
+            raise ValueError(f"factor must be positive, got {factor}")
+        self.source, self.factor, self.origin = source, float(factor), origin
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 2
+        finer = [k for k in range(source.n_levels) if source.slide_scale(k) <= factor * 1.000001]
+        self.level = max(finer) if finer else 0
+
+    def _indices(self, start: int, stop: int, axis: int) -> np.ndarray:
+        """Source pixel indices along ``axis`` (0: y, 1: x) of new pixels ``start..stop``."""
+        o_new, o_src = self.origin[1 - axis], self.source.offset[1 - axis]
+        centres = o_new + (np.arange(start, stop, dtype=np.float64) + 0.5) * self.factor
+        return np.floor((centres - o_src) / self.source.slide_scale(self.level)).astype(np.int64)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key
+        y0, y1, _ = ys.indices(self.shape[0])
+        x0, x1, _ = xs.indices(self.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            return np.zeros((max(0, y1 - y0), max(0, x1 - x0)), dtype=np.uint8)
+        iy, ix = self._indices(y0, y1, 0), self._indices(x0, x1, 1)
+        box = Box(int(ix[0]), int(iy[0]), int(ix[-1] - ix[0] + 1), int(iy[-1] - iy[0] + 1))
+        window = self.source.read(box, self.level)
+        return window.take(iy - iy[0], axis=0).take(ix - ix[0], axis=1)  # 5x np.ix_'s speed
 
 
 def as_label_source(obj: Any, palette: Palette | None = None, **kwargs: Any) -> LabelSource:

@@ -43,6 +43,7 @@ __all__ = [
     "DONE_CHUNK",
     "StoreLayout",
     "create_group",
+    "current_ngff",
     "layout_problems",
     "level0_shape",
     "open_group",
@@ -166,17 +167,23 @@ def open_group(path: Path, mode: str) -> zarr.Group:
         raise StoreError(path, f"cannot open label store: {exc}") from exc
 
 
-def create_group(path: Path, layout: StoreLayout, slide: Pyramid) -> zarr.Group:
+def create_group(
+    path: Path, layout: StoreLayout, slide: Pyramid, final_path: Path | None = None
+) -> zarr.Group:
     """Write a new, empty store for ``slide`` at ``path`` (which must not exist).
 
     The attributes are written last: a folder without them is not a store and is never
-    trusted, so a crash during creation leaves nothing that opens as one.
+    trusted, so a crash during creation leaves nothing that opens as one. ``final_path`` is
+    where the store will live when ``path`` is a temporary sibling (the slide's path
+    relative to the store is recorded for it).
     """
+    from napari_sgnet.io.labelstore.slide_ref import slide_reference
+
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "created": now_iso(),
-        "slide": slide_identity(slide),
+        "slide": {**slide_identity(slide), **slide_reference(slide.source, final_path or path)},
         **layout.to_meta(),
         "model": None,
         "requests": [],
@@ -192,6 +199,27 @@ def create_group(path: Path, layout: StoreLayout, slide: Pyramid) -> zarr.Group:
     ome = layout.ngff_attributes(f"{slide.name} labels", slide.mpp)
     group.update_attributes({**ome, "sgnet": meta})
     return group
+
+
+def current_ngff(layout: StoreLayout, attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``"ome"`` attributes this napari-sgnet writes for a store, when they differ
+    from those in ``attrs`` (a store written by an earlier version); ``None`` when equal.
+
+    Only metadata is rebuilt (the multiscale's name and the slide's µm/px are kept), so
+    an older store comes to validate as NGFF without its pixels or ``sgnet`` record changing.
+    """
+    sgnet = attrs.get("sgnet") or {}
+    slide = sgnet.get("slide") or {}
+    try:
+        name = parse_multiscale(attrs).name
+    except ValueError:
+        name = None
+    mpp = slide.get("mpp")
+    built = layout.ngff_attributes(
+        name or f"{slide.get('name') or 'slide'} labels",
+        float(mpp) if mpp is not None else None,
+    )
+    return None if attrs.get("ome") == built["ome"] else built
 
 
 def layout_problems(layout: StoreLayout, group: zarr.Group, *, deep: bool = False) -> list[str]:

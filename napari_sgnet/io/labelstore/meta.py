@@ -12,7 +12,9 @@ import contextlib
 import copy
 import datetime as _dt
 import hashlib
+import logging
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,8 @@ FORMAT_NAME = "napari-sgnet-labelstore"
 FORMAT_VERSION = 1
 #: The store keeps the records of this many most recent requests.
 MAX_REQUEST_RECORDS = 200
+
+log = logging.getLogger(__name__)
 
 #: Side of the window whose bytes fingerprint the slide's pixel content.
 _THUMB_SIDE = 512
@@ -90,7 +94,9 @@ def slide_identity(slide: Pyramid) -> dict[str, Any]:
     """
     return {
         "name": slide.name,
-        "source": str(slide.source) if slide.source is not None else None,
+        # Absolute, so a store opened from another folder still finds its slide; the path
+        # relative to the store is recorded beside it (``slide_ref.slide_reference``).
+        "source": os.path.abspath(slide.source) if slide.source is not None else None,
         "width": slide.width,
         "height": slide.height,
         "mpp": slide.mpp,
@@ -102,7 +108,8 @@ def slide_identity(slide: Pyramid) -> dict[str, Any]:
 def compare_slide_identity(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable differences between two identity records (empty when they match).
 
-    The name and source path are not compared (files get renamed and moved).
+    The name and source path are not compared (files get renamed and moved). A store made
+    before fingerprints were recorded is compared by size and µm/px only (logged).
     """
     problems = []
     if (stored.get("width"), stored.get("height")) != (current["width"], current["height"]):
@@ -115,7 +122,13 @@ def compare_slide_identity(stored: dict[str, Any], current: dict[str, Any]) -> l
         s_mpp is not None and not math.isclose(s_mpp, c_mpp, rel_tol=1e-6)
     ):
         problems.append(f"µm/px differs (store: {s_mpp}, slide: {c_mpp})")
-    if not problems and stored.get("fingerprint") != current["fingerprint"]:
+    if not problems and stored.get("fingerprint") is None:
+        log.warning(
+            "the store records no pixel fingerprint of slide %r; only its size and µm/px "
+            "were checked",
+            stored.get("name"),
+        )
+    elif not problems and stored.get("fingerprint") != current["fingerprint"]:
         problems.append(
             "pixel content differs (store fingerprint "
             f"{stored.get('fingerprint')}, slide {current['fingerprint']})"

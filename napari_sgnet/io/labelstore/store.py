@@ -10,6 +10,7 @@ resumed run redoes exactly the tiles that might be incomplete.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,10 +22,12 @@ import zarr
 
 from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
-from napari_sgnet.io.labelstore.guard import StoreGuard
+from napari_sgnet.io.labelstore import atomic
+from napari_sgnet.io.labelstore.guard import GuardedArray, StoreGuard
 from napari_sgnet.io.labelstore.layout import (
     StoreLayout,
     create_group,
+    current_ngff,
     layout_problems,
     open_group,
 )
@@ -85,7 +88,11 @@ class LabelStore:
             levels = [group[str(k)] for k in range(len(self.layout.level_shapes))]
             arrays = (group["confidence"], group["edited"], group["done"])
             self.pixels = LabelPixels(self.path, levels[0], *arrays, self.layout.chunk)
-        except (KeyError, TypeError, ValueError, PaletteError) as exc:
+        except KeyError as exc:  # an array folder deleted or a metadata field gone
+            raise StoreError(
+                self.path, f"label store is damaged: {exc.args[0]!r} is missing"
+            ) from exc
+        except (TypeError, ValueError, PaletteError) as exc:
             raise StoreError(self.path, f"label store metadata is damaged: {exc!r}") from exc
         layout = self.layout
         self.palette: Palette = layout.palette
@@ -98,6 +105,8 @@ class LabelStore:
         self.pyramid = LabelPyramid(levels, self.layout.chunk)
         self.review = ReviewRecord(self._guard)
         self._labels = self.pyramid.levels
+        #: The old store an ``overwrite`` moved aside, until the first commit (see ``atomic``).
+        self.replaced: Path | None = None
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -142,11 +151,27 @@ class LabelStore:
         """
         path = Path(path)
         store = cls(path, open_group(path, mode), read_only=(mode == "r"))
+        if mode == "r+":
+            store._upgrade_ngff()
         if slide is not None:
             store.check_slide(slide)
         if palette is not None:
             store.check_palette(palette)
         return store
+
+    def _upgrade_ngff(self) -> None:
+        """Rewrite the ``"ome"`` attributes of a store written by an earlier version (e.g.
+        label 0 coloured but without a property), so it validates as OME-NGFF again."""
+        built = current_ngff(self.layout, self._group.attrs.asdict())
+        if built is None:
+            return
+        try:
+            with self._guard.writing("update the store's OME-NGFF metadata"):
+                self._group.update_attributes(built)
+        except StoreError as exc:  # still usable; only other NGFF readers may balk
+            log.warning("%s", exc)
+            return
+        log.info("%s: OME-NGFF metadata brought up to date", self.path)
 
     @classmethod
     def create(
@@ -192,6 +217,16 @@ class LabelStore:
         """
         path = Path(path)
         layout = StoreLayout.plan(slide, palette, base_downsample, tile, int(chunk or tile))
+        if path.is_symlink():
+            raise StoreError(
+                path,
+                f"is a symbolic link (to {os.path.realpath(path)}); give the store's real "
+                "folder instead",
+            )
+        atomic.clean_stale_tmp(path)
+        if path.exists() and atomic.is_unfinished_store(path):
+            log.warning("%s: replacing a store whose creation was interrupted (no labels)", path)
+            shutil.rmtree(path)
         if path.exists():
             if not overwrite:
                 raise StoreError(path, "already exists; open it, or pass overwrite=True")
@@ -199,15 +234,47 @@ class LabelStore:
                 raise StoreError(
                     path, "exists and is not a napari-sgnet label store; refusing to delete it"
                 )
-            shutil.rmtree(path)
+        for old in atomic.leftover_old_stores(path):
+            log.warning(
+                "%s: %s is a store moved aside by an overwrite that did not finish; it is "
+                "kept (rename it back, or delete it)", path, old.name,
+            )  # fmt: skip
+        atomic.check_free_space(path, layout.level_shapes[0])
+        replaced = atomic.move_aside(path) if path.exists() else None
+        tmp = atomic.tmp_sibling(path)
         try:
-            group = create_group(path, layout, slide)
-        except OSError as exc:
+            create_group(tmp, layout, slide, final_path=path)
+            os.replace(tmp, path)
+        except (OSError, ValueError) as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if replaced is not None:
+                atomic.put_back(replaced, path)
             raise StoreError(path, f"cannot create label store: {exc}") from exc
         h0, w0 = layout.level_shapes[0]
         n = len(layout.level_shapes)
         log.info("created label store %s (%d levels, level 0 %d x %d)", path, n, w0, h0)
-        return cls(path, group, read_only=False)
+        store = cls(path, open_group(path, "r+"), read_only=False)
+        store.replaced = replaced
+        return store
+
+    def discard_replaced(self) -> None:
+        """Delete the old store an ``overwrite`` moved aside (after the new run's first commit)."""
+        old, self.replaced = self.replaced, None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            log.info("%s: deleted the replaced store %s", self.path, old.name)
+
+    def restore_replaced(self) -> bool:
+        """Put back the old store an ``overwrite`` moved aside; True when there was one.
+
+        Called when the new run fails or is cancelled before its first commit: this store
+        (new and empty of predictions) is deleted and the old one takes its place.
+        """
+        old, self.replaced = self.replaced, None
+        if old is None:
+            return False
+        atomic.put_back(old, self.path)
+        return True
 
     def check_slide(self, slide: Pyramid) -> None:
         """Raise :class:`StoreError` unless the store was made for ``slide``."""
@@ -358,6 +425,8 @@ class LabelStore:
         if idx.size:
             with self._guard.writing():
                 self.pixels.mark_done(idx, value)
+            if value and self.replaced is not None:  # the new run's first commit
+                self.discard_replaced()
 
     def reset_done(self) -> None:
         """Mark every tile as to-do (after a model change); labels and edits are kept."""
@@ -472,28 +541,37 @@ class LabelStore:
     # ------------------------------------------------------------------ reading
     def read_labels(self, box: Box, level: int = 0) -> np.ndarray:
         """Labels in ``box`` (pixels of ``level``), 0 past the edge."""
-        return read_window(self._labels[level], box, pad_value=0)
+        return read_window(self._guarded(self._labels[level], str(level)), box, pad_value=0)
 
     def read_confidence(self, box: Box) -> np.ndarray:
         """Confidence (max softmax x 255) in a level-0 box, 0 past the edge."""
-        return read_window(self.pixels.confidence, box, pad_value=0)
+        return read_window(self._guarded(self.pixels.confidence, "confidence"), box, pad_value=0)
 
     def read_edited(self, box: Box) -> np.ndarray:
         """Edited mask (0/1) in a level-0 box, 0 past the edge."""
-        return read_window(self.pixels.edited, box, pad_value=0)
+        return read_window(self._guarded(self.pixels.edited, "edited"), box, pad_value=0)
+
+    def _guarded(self, arr: zarr.Array, name: str) -> GuardedArray:
+        """``arr`` read through the guard: a chunk that fails to decode names its tile."""
+        scale = 2 ** int(name) if name.isdigit() else 1
+        return GuardedArray(arr, name, self.path, tile=self.tile, scale=scale)
 
     def done_map(self) -> np.ndarray:
         """The whole done-map, ``(ny, nx)`` uint8."""
         return np.asarray(self.pixels.done[...])
 
     def levels_as_dask(self) -> list[da.Array]:
-        """The label pyramid as lazy dask arrays (largest first), for napari's multiscale layer."""
-        return [_lazy(arr) for arr in self._labels]
+        """The label pyramid as lazy dask arrays (largest first), for napari's multiscale layer.
+
+        A chunk that fails to decode raises :class:`StoreError` naming the array, the chunk
+        and the tile (``napari-sgnet check`` finds and repairs them).
+        """
+        return [_lazy(self._guarded(arr, str(k))) for k, arr in enumerate(self._labels)]
 
     def confidence_as_dask(self) -> da.Array:
         """The level-0 confidence as a lazy dask array."""
-        return _lazy(self.pixels.confidence)
+        return _lazy(self._guarded(self.pixels.confidence, "confidence"))
 
 
-def _lazy(arr: zarr.Array) -> da.Array:
+def _lazy(arr: GuardedArray) -> da.Array:
     return da.from_array(arr, chunks=arr.chunks, asarray=True, lock=False, inline_array=True)

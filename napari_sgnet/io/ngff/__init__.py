@@ -41,6 +41,7 @@ from napari_sgnet.io.ngff.parse import (
 )
 from napari_sgnet.io.ngff.values import (
     CLASS_KEY,
+    LEGACY_CLASS_KEYS,
     MODE_METHOD,
     NGFF_VERSIONS,
     NO_LABEL,
@@ -54,6 +55,7 @@ from napari_sgnet.io.ngff.values import (
 
 __all__ = [
     "CLASS_KEY",
+    "LEGACY_CLASS_KEYS",
     "MODE_METHOD",
     "NGFF_VERSIONS",
     "NO_LABEL",

@@ -14,6 +14,7 @@ from napari_sgnet.palette import NO_LABEL_MEANING, ClassInfo, Palette, PaletteEr
 
 __all__ = [
     "CLASS_KEY",
+    "LEGACY_CLASS_KEYS",
     "MODE_METHOD",
     "NGFF_VERSIONS",
     "NO_LABEL",
@@ -32,6 +33,8 @@ NgffVersion = Literal["0.4", "0.5"]
 NGFF_VERSIONS: tuple[NgffVersion, ...] = ("0.4", "0.5")
 #: The image-label property key that carries a label value's class name.
 CLASS_KEY = "class"
+#: Property keys read as the class name when :data:`CLASS_KEY` is absent (older files).
+LEGACY_CLASS_KEYS = ("name",)
 #: The class name of label value 0.
 NO_LABEL = "no label"
 #: ``metadata.method`` of napari-sgnet's label pyramids (``type`` is ``"mode"``).
@@ -181,11 +184,19 @@ class ImageLabel:
         return cls(tuple(colors), tuple(properties), source_image)
 
     def class_names(self) -> dict[int, str]:
-        """``{label value: class name}`` of the properties that carry one."""
+        """``{label value: class name}`` of the properties that carry one.
+
+        The name is read from :data:`CLASS_KEY`, else from an older key
+        (:data:`LEGACY_CLASS_KEYS`: files written before the keys were unified).
+        """
         out: dict[int, str] = {}
         for prop in self.properties:
-            value, name = prop.get("label-value"), prop.get(CLASS_KEY)
-            if isinstance(value, int) and isinstance(name, str):
+            value = prop.get("label-value")
+            name = next(
+                (prop[k] for k in (CLASS_KEY, *LEGACY_CLASS_KEYS) if isinstance(prop.get(k), str)),
+                None,
+            )
+            if isinstance(value, int) and name is not None:
                 out[value] = name
         return out
 

@@ -4,7 +4,8 @@
 The metadata is parsed by :mod:`napari_sgnet.io.ngff`. Axes ``yx``, ``cyx``/``yxc`` and
 ``tczyx`` (singleton t and z) are supported; channels move last. µm/px comes from the
 first dataset's ``scale`` transform (times any multiscale-level scale) and the x axis'
-unit.
+unit; a translation of the first dataset is kept as ``metadata["origin_px"]`` (level-0
+pixels), which the napari layer turns into its ``translate``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def open_omezarr(path: Path) -> Pyramid:
         mpp = length_to_um(first[x], units.get("X"))
         if mpp is None and units.get("X") is None:
             log.info("%s: x axis has no unit; µm/px unknown", path)
+    metadata: dict[str, Any] = {}
+    origin = _origin_px(ms, yx)
+    if origin is not None:
+        metadata["origin_px"] = origin
     return Pyramid(
         levels=tuple(levels),
         downsamples=downsamples,
@@ -93,12 +98,32 @@ def open_omezarr(path: Path) -> Pyramid:
         source=path,
         name=slide_name(path),
         metadata={
+            **metadata,
             "ngff_name": ms.name,
             "format": f"OME-Zarr {version}".strip(),
             "mpp_source": None if mpp is None else "OME-NGFF scale + axis unit",
             "zarr_format": group.metadata.zarr_format,
         },
     )
+
+
+def _origin_px(ms: Multiscale, yx: tuple[int, int]) -> tuple[float, float] | None:
+    """``(y, x)`` of level 0's first pixel centre in level-0 pixels, from its translation.
+
+    NGFF places pixel ``i`` at ``i * scale + translation``; the translation divided by the
+    scale is the same whatever the unit. ``None`` when level 0 has no (non-zero) translation.
+    """
+    first = ms.datasets[0]
+    if first.translation is None or first.scale is None:
+        return None
+    if len(first.translation) != len(ms.axes) or len(first.scale) != len(ms.axes):
+        return None
+    y, x = yx
+    sy, sx = first.scale[y], first.scale[x]
+    if sy <= 0 or sx <= 0:
+        return None
+    origin = (first.translation[y] / sy, first.translation[x] / sx)
+    return None if origin == (0.0, 0.0) else (float(origin[0]), float(origin[1]))
 
 
 def probe_omezarr(path: Path) -> None:

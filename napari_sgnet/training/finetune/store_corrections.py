@@ -44,29 +44,15 @@ def _open_store(src: StoreCorrections) -> LabelStore:
 
 
 def _open_slide(src: StoreCorrections, store: LabelStore) -> Pyramid:
-    slide = src.slide
-    if isinstance(slide, Pyramid):
-        pyramid = slide
-    else:
-        if slide is None:
-            recorded = store.slide_identity.get("source")
-            if not recorded:
-                raise FinetuneError(
-                    f"{store.path}: the store does not record its slide file; pass the slide "
-                    "(--slide / StoreCorrections(store, slide))"
-                )
-            slide = recorded
-        from napari_sgnet.io import open_pyramid
+    """The store's slide: ``src.slide`` when given, else where the store recorded it
+    (absolute path, then relative to the store, then beside it), checked to be the same
+    slide (:func:`napari_sgnet.io.labelstore.slide_ref.find_slide`)."""
+    from napari_sgnet.io.labelstore.slide_ref import find_slide
 
-        try:
-            pyramid = open_pyramid(Path(slide))
-        except SlideError as exc:
-            raise FinetuneError(f"slide of {store.path}: {exc}") from exc
     try:
-        store.check_slide(pyramid)
-    except StoreError as exc:
+        return find_slide(store, src.slide)
+    except SlideError as exc:  # StoreError too: missing, unreadable or another slide
         raise FinetuneError(str(exc)) from exc
-    return pyramid
 
 
 def _store_level(store: LabelStore, slide: Pyramid, config: ModelConfig) -> tuple[Pyramid, int]:
