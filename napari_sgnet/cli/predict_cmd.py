@@ -66,6 +66,13 @@ def register(subparsers: Any) -> None:
         help="pixels cropped from each side of each prediction (default 0)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads of the forward pass (default: torch's; distributed workers "
+        "use the same count, so their bytes match a single-process run)",
+    )
     p.add_argument("--mpp", type=float, default=None, help="override the slides' level-0 µm/px")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -196,6 +203,7 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         overwrite=args.overwrite,
         mpp=args.mpp,
+        threads=args.threads,
     )
     if args.workers or args.scheduler:
         events = run_distributed(request, n_workers=args.workers, scheduler_address=args.scheduler)

@@ -85,8 +85,15 @@ class WatchedPredictor:
         self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`napari_sgnet.inference.predictor_base.Predictor.predict`."""
+        return self.predict_padded(local, context, crop, len(local))
+
+    def predict_padded(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int, n: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict a batch whose rows ``n:`` are padding (:func:`~napari_sgnet.inference.loop.
+        pad_batch`): all rows run, only the first ``n`` are judged."""
         labels, conf, feats = predict_with_features(self.inner, local, context, crop)
-        self.monitor.add(local, feats)
+        self.monitor.add(local[:n], None if feats is None else feats[:n])
         return labels, conf
 
 

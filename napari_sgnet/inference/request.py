@@ -88,6 +88,12 @@ class InferenceRequest:
         Seconds between commits of finished tiles (coarser levels + done-map), i.e.
         how often a viewer sees new tiles; the first batch and the last are always
         committed at once. 0 commits after every batch.
+    threads : int, optional
+        torch CPU threads of the forward pass. ``None``: this process's default (the
+        distributed driver hands its own count to every worker). The float result of a
+        CPU convolution depends on the thread count, so runs that must agree byte for byte
+        use the same ``threads`` (and ``batch_size``, device and precision; see
+        docs/inference.md, "Determinism").
     """
 
     slide: str | Path | Pyramid
@@ -108,6 +114,7 @@ class InferenceRequest:
     prefetch: int = 2
     readers: int = 2
     commit_interval: float = 0.5
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", _as_box(self.region))
@@ -130,6 +137,8 @@ class InferenceRequest:
             raise RequestError(f"overlap must be >= 0, got {self.overlap}")
         if self.commit_interval < 0:
             raise RequestError(f"commit_interval must be >= 0, got {self.commit_interval}")
+        if self.threads is not None and self.threads < 1:
+            raise RequestError(f"threads must be >= 1, got {self.threads}")
         if self.prefetch < 1 or self.readers < 1:
             raise RequestError("prefetch and readers must be >= 1")
         if self.glass_label is not None and not 0 <= self.glass_label <= 255:
