@@ -67,6 +67,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also keep the per-class probabilities (uint8, softmax x 255) in the store "
+        "(a new store; export them with `napari-sgnet export --format probabilities`)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -204,6 +210,7 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         overwrite=args.overwrite,
         mpp=args.mpp,
         threads=args.threads,
+        probabilities=args.probabilities,
     )
     if args.workers or args.scheduler:
         events = run_distributed(request, n_workers=args.workers, scheduler_address=args.scheduler)

@@ -109,6 +109,7 @@ def _run_block(
         batch_size=opts["batch_size"],
         prefetch=opts["prefetch"],
         readers=opts["readers"],
+        probabilities=store.has_probabilities,
     ):
         pass
     return sink.take_pending()

@@ -76,6 +76,7 @@ class LocalExecutor:
             prefetch=request.prefetch,
             readers=request.readers,
             cancel=cancel,
+            probabilities=run.store.has_probabilities,
             # no ramp: every forward pass has batch_size tiles (determinism), so growing the
             # first batches would only add padded passes before the viewport fills
         ):

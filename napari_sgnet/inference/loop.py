@@ -109,6 +109,28 @@ def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.repeat(array[-1:], size - n, axis=0)])
 
 
+def _forward(
+    predictor: Predictor,
+    local: np.ndarray,
+    context: np.ndarray | None,
+    crop: int,
+    n: int,
+    probabilities: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One padded forward pass; the first ``n`` rows of labels, confidence (, probabilities)."""
+    padded_predict = getattr(predictor, "predict_padded", None)  # judges only n rows
+    probs: np.ndarray | None = None
+    if padded_predict is not None:
+        labels, conf, probs = padded_predict(local, context, crop, n, probabilities)
+    elif probabilities:
+        labels, conf, probs = getattr(predictor, "predict_probabilities")(  # noqa: B009
+            local, context, crop
+        )
+    else:
+        labels, conf = predictor.predict(local, context, crop=crop)
+    return labels[:n], conf[:n], None if probs is None else probs[:n]
+
+
 def run_tiles(
     pyramid: Pyramid,
     plan: TilePlan,
@@ -121,6 +143,7 @@ def run_tiles(
     readers: int = 2,
     cancel: threading.Event | None = None,
     ramp: bool = False,
+    probabilities: bool = False,
 ) -> Iterator[list[WorkItem]]:
     """Predict ``work`` and hand every batch to ``sink``; yields each batch once it is in.
 
@@ -149,6 +172,10 @@ def run_tiles(
     ramp : bool
         Grow the first batches (fewer tiles read before the first forward pass; each pass
         is still padded to ``batch_size``, so this saves reading, not computing).
+    probabilities : bool
+        Also hand the per-class probabilities (``predictor.predict_probabilities``) to
+        ``sink.write_probabilities`` (a :class:`~napari_sgnet.inference.sinks.StoreSink`
+        of a store that keeps them), before the batch is yielded (committed).
 
     Yields
     ------
@@ -169,19 +196,23 @@ def run_tiles(
             if cancel is not None and cancel.is_set():
                 return
             outputs: list[TileOutput] = [(idx, None, None) for idx, glass in batch if glass]
+            kept: list[tuple[TileIndex, np.ndarray | None]] = [
+                (idx, None) for idx, glass in batch if glass
+            ]
             if windows is not None:
                 local, context = windows
                 n = len(tissue)
                 local = pad_batch(local, batch_size)
                 context = None if context is None else pad_batch(context, batch_size)
-                padded_predict = getattr(predictor, "predict_padded", None)  # judges n rows
-                if padded_predict is not None:
-                    labels, conf = padded_predict(local, context, plan.overlap, n)
-                else:
-                    labels, conf = predictor.predict(local, context, crop=plan.overlap)
-                labels, conf = labels[:n], conf[:n]
+                labels, conf, probs = _forward(
+                    predictor, local, context, plan.overlap, n, probabilities
+                )
                 outputs.extend((idx, labels[i], conf[i]) for i, idx in enumerate(tissue))
+                if probs is not None:
+                    kept.extend((idx, probs[i]) for i, idx in enumerate(tissue))
             sink.write_batch(outputs)
+            if probabilities:  # before the caller commits (marks done) the batch
+                getattr(sink, "write_probabilities")(kept)  # noqa: B009 - a StoreSink
             yield batch
     finally:
         feeder.close()

@@ -15,7 +15,8 @@ from typing import Any
 from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
-from napari_sgnet.inference.request import InferenceRequest
+from napari_sgnet.inference.predictor_base import Predictor
+from napari_sgnet.inference.request import InferenceRequest, RequestError
 from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
@@ -83,6 +84,8 @@ class PreparedRun:
             "device": r.device,
             "precision": r.precision,
             "batch_size": r.batch_size,
+            "threads": r.threads,
+            "probabilities": self.store.has_probabilities,
             "overlap": r.overlap,
             "skip_glass": r.skip_glass,
             "tiles": len(self.plan.tiles),
@@ -135,6 +138,14 @@ def prepare_store(
             store.set_model(info.to_dict())
         if store.resolution is None:  # a store made before the resolution was recorded
             store.set_resolution(plan.view(pyramid).record())
+        if request.probabilities and not store.has_probabilities:
+            if store.done_map().any():
+                raise StoreError(
+                    path,
+                    "keeps no probabilities and already holds predicted tiles; predict with "
+                    "probabilities into a new store, or overwrite this one",
+                )
+            store.add_probabilities()
         return store
     store = LabelStore.create(
         path,
@@ -146,6 +157,8 @@ def prepare_store(
     )
     store.set_model(info.to_dict())
     store.set_resolution(plan.view(pyramid).record())
+    if request.probabilities:
+        store.add_probabilities()
     return store
 
 
@@ -163,6 +176,15 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     """
     pyramid = resolve_slide(request)
     spec = describe_model(request.model)
+    if (
+        request.probabilities
+        and isinstance(spec.obj, Predictor)
+        and not hasattr(spec.obj, "predict_probabilities")
+    ):
+        raise RequestError(
+            f"model {spec.info.name}: its predictor ({type(spec.obj).__name__}) gives no "
+            "per-class probabilities (no predict_probabilities); run without probabilities"
+        )
     plan = make_plan(
         pyramid, spec.info, region=request.region, overlap=request.overlap, order=request.order
     )

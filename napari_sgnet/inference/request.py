@@ -88,6 +88,11 @@ class InferenceRequest:
         Seconds between commits of finished tiles (coarser levels + done-map), i.e.
         how often a viewer sees new tiles; the first batch and the last are always
         committed at once. 0 commits after every batch.
+    probabilities : bool
+        Keep the per-class probabilities (softmax x 255, uint8) in the store's optional
+        ``probabilities`` array (a new store, or one with no tile done yet; a store that
+        keeps them is always written with them). Needs a predictor with
+        ``predict_probabilities`` (every checkpoint's has one).
     threads : int, optional
         torch CPU threads of the forward pass. ``None``: this process's default (the
         distributed driver hands its own count to every worker). The float result of a
@@ -115,6 +120,7 @@ class InferenceRequest:
     readers: int = 2
     commit_interval: float = 0.5
     threads: int | None = None
+    probabilities: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", _as_box(self.region))
