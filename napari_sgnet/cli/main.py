@@ -42,6 +42,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "train",
     "evaluate",
     "export",
+    "export_model",
     "predict",
     "finetune",
     "calibrate_ood",
