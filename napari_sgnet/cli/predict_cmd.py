@@ -42,7 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="checkpoint folder (model.safetensors + config.json); default: bundled",
+        help="checkpoint folder (model.safetensors or model.onnx, + config.json) or model "
+        "name; default: bundled",
     )
     p.add_argument(
         "--out",

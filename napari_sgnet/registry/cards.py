@@ -211,12 +211,13 @@ def read_card(path: str | os.PathLike[str], kind: str | None = None) -> ModelCar
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(folder, "no such checkpoint folder")
-    weights = WEIGHTS_NAME if (folder / WEIGHTS_NAME).is_file() else layout.ONNX_NAME
-    for name in (weights, CONFIG_NAME):
+    onnx = not (folder / WEIGHTS_NAME).is_file() and (folder / layout.ONNX_NAME).is_file()
+    for name in (layout.ONNX_NAME if onnx else WEIGHTS_NAME, CONFIG_NAME):
         if not (folder / name).is_file():
+            missing = name if name == CONFIG_NAME else f"{WEIGHTS_NAME} (nor {layout.ONNX_NAME})"
             raise CheckpointError(
                 folder,
-                f"not a model checkpoint: no {name} (a checkpoint needs {WEIGHTS_NAME} "
+                f"not a model checkpoint: no {missing} (a checkpoint needs {WEIGHTS_NAME} "
                 f"or {layout.ONNX_NAME}, + {CONFIG_NAME})",
             )
     config_path = folder / CONFIG_NAME
