@@ -89,7 +89,7 @@ def test_bundled_model_tile_bytes_do_not_depend_on_batch_companions():
 
 def test_single_resumed_and_distributed_runs_are_byte_identical(tmp_path, slide, sgnet_dir):
     distributed = pytest.importorskip("distributed")
-    options = dict(batch_size=BATCH, device="cpu", precision="fp32", threads=2)
+    options = dict(batch_size=BATCH, device="cpu", precision="fp32", threads=2, probabilities=True)
     single = predict_slide(slide, tmp_path / "single.zarr", sgnet_dir, **options)
     assert single.tiles_predicted > BATCH and single.tiles_predicted % BATCH  # a short batch
 
@@ -114,7 +114,8 @@ def test_single_resumed_and_distributed_runs_are_byte_identical(tmp_path, slide,
         final = list(run_distributed(request, client=client, block_tiles=2))[-1]
     assert final.stage == "completed" and final.tiles_done == single.tiles_done
 
-    for other in ("resumed.zarr", "dist.zarr"):
+    for other in ("resumed.zarr", "dist.zarr"):  # labels, confidence, probabilities, levels...
+        assert LabelStore.open(tmp_path / other).has_probabilities
         assert differing_arrays(tmp_path / "single.zarr", tmp_path / other) == []
         LabelStore.open(tmp_path / other).validate(deep=True)
     store = LabelStore.open(tmp_path / "single.zarr")
