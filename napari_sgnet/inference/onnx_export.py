@@ -177,7 +177,6 @@ def export_onnx(
                 f"{same}); nothing written to {out}"
             )
         meta = {"source": str(spec.path), "max_abs_logit_diff": diff, "test_tiles": len(local)}
-        (stage / "export.json").unlink(missing_ok=True)
         log.info("ONNX export of %s verified: %s", spec.path, json.dumps(meta))
         if out.exists():
             shutil.rmtree(out)
