@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
 from napari_sgnet._qt import dialogs  # noqa: E402
 from napari_sgnet._qt.widget import SGNetWidget  # noqa: E402
-from napari_sgnet.app.exports import EXPORTS  # noqa: E402
+from napari_sgnet.app.exports import DOCK_EXPORT_KINDS, EXPORTS  # noqa: E402
 from napari_sgnet.app.viewport import camera_of, view_of_viewer  # noqa: E402
 from napari_sgnet.config import ModelConfig  # noqa: E402
 from napari_sgnet.geometry import Box  # noqa: E402
@@ -167,7 +167,7 @@ def test_full_workflow(make_napari_viewer, qtbot, tmp_path, tiny_models, monkeyp
 
     monkeypatch.setattr(dialogs, "ask_save_path", ask_save_path)
     monkeypatch.setattr(dialogs, "ask_directory", lambda *a: tmp_path)
-    for kind in EXPORTS:
+    for kind in DOCK_EXPORT_KINDS:
         with qtbot.waitSignal(widget.exports.exported, timeout=TIMEOUT) as blocker:
             widget.export_buttons[kind].click()
         paths[kind] = blocker.args[1]

@@ -37,7 +37,7 @@ from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
 from napari_sgnet._qt.workers import function_worker, start_worker
-from napari_sgnet.app.exports import EXPORTS
+from napari_sgnet.app.exports import DOCK_EXPORT_KINDS, EXPORTS
 from napari_sgnet.app.models import ModelChoice
 from napari_sgnet.app.state import AppState, state_for
 from napari_sgnet.inference.ood import OODResult
@@ -216,7 +216,7 @@ class SGNetWidget(QWidget):
         box = QGroupBox("Export")
         grid = QGridLayout(box)
         self.export_buttons: dict[str, QPushButton] = {}
-        for i, (kind, row) in enumerate(EXPORTS.items()):
+        for i, (kind, row) in enumerate((k, EXPORTS[k]) for k in DOCK_EXPORT_KINDS):
             btn = _button(self.exports.button_text(kind), row.tooltip,
                           lambda k=kind: self.exports.export_with_dialog(k))
             self.export_buttons[kind] = btn

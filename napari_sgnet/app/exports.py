@@ -1,11 +1,11 @@
 """The one export table: every way labels leave napari-sgnet, with one spelling per kind.
 
 Each :class:`ExportFormat` row names a kind (``"ome-zarr"``, ``"geojson"``, ``"tiff"``,
-``"patches"``), the suffix of its default file name, the file-dialog filter, the options
-it takes and the function that writes it. The CLI's ``export`` command (its ``--format``
-choices and options), the dock's export buttons and dialogs, the headless demo and the npe2
-writers (``napari_sgnet._napari.writer``) all go through :data:`EXPORTS` and
-:func:`run_export`; nothing here imports Qt.
+``"patches"``, ``"probabilities"``), the suffix of its default file name, the file-dialog
+filter, the options it takes and the function that writes it. The CLI's ``export`` command
+(its ``--format`` choices and options), the dock's export buttons and dialogs, the
+headless demo and the npe2 writers (``napari_sgnet._napari.writer``) all go through
+:data:`EXPORTS` and :func:`run_export`; nothing here imports Qt.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from napari_sgnet.io.pyramid import Pyramid
 
 __all__ = [
+    "DOCK_EXPORT_KINDS",
     "EXPORTS",
     "EXPORT_KINDS",
     "ExportFormat",
@@ -37,6 +38,12 @@ def _omezarr(labels: Any, path: Path, **kw: Any) -> Path:
     from napari_sgnet.io.exporters import export_omezarr
 
     return Path(export_omezarr(labels, path, **kw))
+
+
+def _probabilities(labels: Any, path: Path, **kw: Any) -> Path:
+    from napari_sgnet.io.exporters.probabilities import export_probabilities
+
+    return Path(export_probabilities(labels, path, **kw))
 
 
 def _geojson(labels: Any, path: Path, **kw: Any) -> Path:
@@ -86,6 +93,9 @@ class ExportFormat:
         ``write(labels, path, *, overwrite, progress, **options) -> Path``; ``labels`` is a
         :class:`~napari_sgnet.io.labelstore.LabelStore` or a
         :class:`~napari_sgnet.io.exporters.LabelSource`.
+    in_dock : bool
+        The dock shows a button for it (:data:`DOCK_EXPORT_KINDS`); the probabilities
+        export is CLI/API only (only stores made with ``--probabilities`` have any).
     """
 
     kind: str
@@ -97,6 +107,7 @@ class ExportFormat:
     folder: bool
     needs_slide: bool
     write: Callable[..., Path]
+    in_dock: bool = True
 
     @property
     def file_filter(self) -> str:
@@ -133,10 +144,19 @@ EXPORTS: dict[str, ExportFormat] = {
             "Image + label patches of the corrected regions, for fine-tuning.",
             ("patch_size", "masks", "layout"), True, True, _patches,
         ),
+        ExportFormat(
+            "probabilities", "Probabilities (OME-Zarr)", ".probabilities.ome.zarr",
+            (".ome.zarr", ".zarr"),
+            "Per-class probabilities (uint8, softmax x 255) as an OME-Zarr image, one channel "
+            "per class; only stores predicted with --probabilities keep them.",
+            (), False, False, _probabilities, in_dock=False,
+        ),
     )
 }  # fmt: skip
 #: The kinds, in table order.
 EXPORT_KINDS = tuple(EXPORTS)
+#: The kinds the dock has a button for, in table order.
+DOCK_EXPORT_KINDS = tuple(kind for kind, row in EXPORTS.items() if row.in_dock)
 
 
 def export_format(kind: str) -> ExportFormat:

@@ -43,6 +43,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "evaluate",
     "export",
     "import",
+    "export_model",
     "predict",
     "check",
     "finetune",

@@ -42,7 +42,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="checkpoint folder (model.safetensors + config.json); default: bundled",
+        help="checkpoint folder (model.safetensors or model.onnx, + config.json) or model "
+        "name; default: bundled",
     )
     p.add_argument(
         "--out",
@@ -75,6 +76,19 @@ def register(subparsers: Any) -> None:
         help="pixels cropped from each side of each prediction (default 0)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also keep the per-class probabilities (uint8, softmax x 255) in the store "
+        "(a new store; export them with `napari-sgnet export --format probabilities`)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads of the forward pass (default: torch's; distributed workers "
+        "use the same count, so their bytes match a single-process run)",
+    )
     p.add_argument("--mpp", type=float, default=None, help="override the slides' level-0 µm/px")
     where = p.add_mutually_exclusive_group()
     where.add_argument(
@@ -212,6 +226,8 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume,
         overwrite=args.overwrite,
         mpp=args.mpp,
+        threads=args.threads,
+        probabilities=args.probabilities,
     )
     if args.workers or args.scheduler:
         events = run_distributed(request, n_workers=args.workers, scheduler_address=args.scheduler)

@@ -8,7 +8,11 @@ store; blocks are disjoint sets of whole chunks, so workers never write the same
 chunk. The driver is the only writer of everything shared: it recomputes the
 coarser levels over each finished block and then marks its tiles done. Every tile
 is a deterministic function of its position, and the coarser levels of level 0,
-so the store equals the single-process one byte for byte.
+so the store equals the single-process one byte for byte: every forward pass has
+``batch_size`` tiles whatever the block (:func:`~napari_sgnet.inference.loop.run_tiles`
+pads), and every worker runs torch with the driver's thread count (``request.threads``, or
+the driver's own default), because a CPU convolution's float result depends on both. On one
+machine that oversubscribes the cores (workers x threads); pass ``threads`` to choose.
 """
 
 from __future__ import annotations
@@ -105,9 +109,23 @@ def _run_block(
         batch_size=opts["batch_size"],
         prefetch=opts["prefetch"],
         readers=opts["readers"],
+        probabilities=store.has_probabilities,
     ):
         pass
     return sink.take_pending()
+
+
+def _forward_threads(run: PreparedRun) -> int | None:
+    """The torch thread count every worker uses: the request's, else the driver's default
+    (the single-process engine's), so both compute the same bytes; ``None`` for a plain
+    :class:`Predictor` (no torch)."""
+    if isinstance(run.spec.obj, Predictor):
+        return None
+    if run.request.threads is not None:
+        return run.request.threads
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _connect(
@@ -162,7 +180,7 @@ class DistributedExecutor:
         """Connect (or start a LocalCluster), then submit one task per block."""
         request = run.request
         self.run = run
-        client, n, self._cleanup, owned = _connect(
+        client, n, self._cleanup, _owned = _connect(
             self.client, self.n_workers, self.scheduler_address, request.device
         )
         self.client = client
@@ -181,7 +199,7 @@ class DistributedExecutor:
             "readers": request.readers,
             "glass_label": request.glass_label,
             "tissue": run.tissue,
-            "torch_threads": max(1, (os.cpu_count() or 1) // n) if owned else None,
+            "torch_threads": _forward_threads(run),
         }
         self.futures = [
             client.submit(

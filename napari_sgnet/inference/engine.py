@@ -52,6 +52,10 @@ class LocalExecutor:
         self.sink = StoreSink(
             run.store, run.plan, glass_label=request.glass_label, tissue=run.tissue
         )
+        if request.threads is not None and not isinstance(run.spec.obj, Predictor):
+            import torch
+
+            torch.set_num_threads(request.threads)
         scope = "slide" if request.region is None else "region"
         self.predictor, self.ood = watch(
             get_predictor(run.spec, request.device, request.precision), run.spec, scope
@@ -72,7 +76,9 @@ class LocalExecutor:
             prefetch=request.prefetch,
             readers=request.readers,
             cancel=cancel,
-            ramp=request.order == "center",
+            probabilities=run.store.has_probabilities,
+            # no ramp: every forward pass has batch_size tiles (determinism), so growing the
+            # first batches would only add padded passes before the viewport fills
         ):
             boxes: list[Box] = []
             if time.perf_counter() - last_commit >= request.commit_interval:

@@ -10,6 +10,14 @@ distributed workers (the same sink, committed by their driver), evaluation (an
 :class:`~napari_sgnet.inference.sinks.ArraySink` or a
 :class:`~napari_sgnet.inference.sinks.ScoreSink`) and fine-tuning's held-out scoring all
 run their tiles through :func:`run_tiles`, so a tile's labels do not depend on who asked.
+
+Determinism: every forward pass sees exactly ``batch_size`` tissue tiles. A batch with fewer
+(the last one, one cut short by a long stretch of glass, a resumed run's first) is padded by
+repeating its last tile, and the padding's outputs are dropped (:func:`pad_batch`). The
+floating-point result of a convolution depends on the batch size it runs at (oneDNN and
+cuDNN pick kernels by shape), not on which other tiles share the batch, so with a constant
+batch size a tile's bytes are the same whichever run, block or worker predicts it
+(docs/inference.md, "Determinism").
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from napari_sgnet.inference.prefetch import Prefetcher
 from napari_sgnet.inference.sampler import read_batch
 from napari_sgnet.io.pyramid import Pyramid
 
-__all__ = ["TileOutput", "TileSink", "iter_batches", "run_tiles"]
+__all__ = ["TileOutput", "TileSink", "iter_batches", "pad_batch", "run_tiles"]
 
 #: A tile and its predicted ``(tile, tile)`` uint8 labels and confidence (both ``None`` for
 #: glass). Predictions are the valid centre of the patch and may extend past the level edge.
@@ -79,6 +87,50 @@ def iter_batches(
         yield batch
 
 
+def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` (a batch along axis 0) padded to ``size`` rows by repeating its last row.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        ``(n, ...)`` with ``1 <= n <= size``.
+    size : int
+        Rows wanted.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``array`` itself when it has ``size`` rows, else a ``(size, ...)`` copy whose rows
+        ``n:`` repeat row ``n - 1``.
+    """
+    n = array.shape[0]
+    if n >= size:
+        return array
+    return np.concatenate([array, np.repeat(array[-1:], size - n, axis=0)])
+
+
+def _forward(
+    predictor: Predictor,
+    local: np.ndarray,
+    context: np.ndarray | None,
+    crop: int,
+    n: int,
+    probabilities: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One padded forward pass; the first ``n`` rows of labels, confidence (, probabilities)."""
+    padded_predict = getattr(predictor, "predict_padded", None)  # judges only n rows
+    probs: np.ndarray | None = None
+    if padded_predict is not None:
+        labels, conf, probs = padded_predict(local, context, crop, n, probabilities)
+    elif probabilities:
+        labels, conf, probs = getattr(predictor, "predict_probabilities")(  # noqa: B009
+            local, context, crop
+        )
+    else:
+        labels, conf = predictor.predict(local, context, crop=crop)
+    return labels[:n], conf[:n], None if probs is None else probs[:n]
+
+
 def run_tiles(
     pyramid: Pyramid,
     plan: TilePlan,
@@ -91,6 +143,7 @@ def run_tiles(
     readers: int = 2,
     cancel: threading.Event | None = None,
     ramp: bool = False,
+    probabilities: bool = False,
 ) -> Iterator[list[WorkItem]]:
     """Predict ``work`` and hand every batch to ``sink``; yields each batch once it is in.
 
@@ -107,7 +160,9 @@ def run_tiles(
     work : iterable of ((ty, tx), glass)
         Tiles to do, in order; glass tiles are handed to the sink unpredicted.
     batch_size : int
-        Tissue tiles per forward pass.
+        Tissue tiles per forward pass: every forward pass has exactly this many (a shorter
+        batch is padded with copies of its last tile whose outputs are dropped), so a
+        tile's labels and confidence do not depend on the batch it fell in.
     prefetch : int
         Batches read ahead of the predictor.
     readers : int
@@ -115,7 +170,12 @@ def run_tiles(
     cancel : threading.Event, optional
         Stop before the next batch once set.
     ramp : bool
-        Grow the first batches (viewports show their first tile sooner).
+        Grow the first batches (fewer tiles read before the first forward pass; each pass
+        is still padded to ``batch_size``, so this saves reading, not computing).
+    probabilities : bool
+        Also hand the per-class probabilities (``predictor.predict_probabilities``) to
+        ``sink.write_probabilities`` (a :class:`~napari_sgnet.inference.sinks.StoreSink`
+        of a store that keeps them), before the batch is yielded (committed).
 
     Yields
     ------
@@ -136,11 +196,23 @@ def run_tiles(
             if cancel is not None and cancel.is_set():
                 return
             outputs: list[TileOutput] = [(idx, None, None) for idx, glass in batch if glass]
+            kept: list[tuple[TileIndex, np.ndarray | None]] = [
+                (idx, None) for idx, glass in batch if glass
+            ]
             if windows is not None:
                 local, context = windows
-                labels, conf = predictor.predict(local, context, crop=plan.overlap)
+                n = len(tissue)
+                local = pad_batch(local, batch_size)
+                context = None if context is None else pad_batch(context, batch_size)
+                labels, conf, probs = _forward(
+                    predictor, local, context, plan.overlap, n, probabilities
+                )
                 outputs.extend((idx, labels[i], conf[i]) for i, idx in enumerate(tissue))
+                if probs is not None:
+                    kept.extend((idx, probs[i]) for i, idx in enumerate(tissue))
             sink.write_batch(outputs)
+            if probabilities:  # before the caller commits (marks done) the batch
+                getattr(sink, "write_probabilities")(kept)  # noqa: B009 - a StoreSink
             yield batch
     finally:
         feeder.close()

@@ -2,8 +2,10 @@
 
 :func:`describe_model` finds a checkpoint through the registry (a folder, or a model name:
 ``--model NAME``), reads only its ``config.json`` and takes the registry's weights digest of
-``model.safetensors``, so the engine (or a distributed driver) can plan and check the store
-without torch. :func:`get_predictor` loads it, once per process and device (workers reuse it).
+``model.safetensors`` (or of ``model.onnx``, whose contract it checks: an ONNX model runs with
+:class:`~napari_sgnet.inference.onnx_predictor.OnnxPredictor`), so the engine (or a
+distributed driver) can plan and check the store without torch. :func:`get_predictor` loads
+it, once per process and device (workers reuse it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Any
 
 from napari_sgnet.inference.predictor_base import ModelInfo, Predictor
 from napari_sgnet.inference.request import RequestError
-from napari_sgnet.registry import CheckpointError, ModelCard, ModelNotFoundError, find_model
+from napari_sgnet.registry import (
+    CheckpointError,
+    ModelCard,
+    ModelNotFoundError,
+    find_model,
+    is_onnx_checkpoint,
+    read_card,
+)
 
 __all__ = ["ModelSpec", "default_model_dir", "describe_model", "get_predictor", "load_predictor"]
 
@@ -62,6 +71,10 @@ def _find(name_or_path: str | Path | None) -> ModelCard:
 
 def _describe_checkpoint(card: ModelCard) -> ModelSpec:
     try:
+        if card.format == "onnx":  # the whole contract is checked before any store is touched
+            from napari_sgnet.inference.onnx_predictor import check_onnx_model
+
+            check_onnx_model(card.path, card.config)
         info = ModelInfo.from_card(card)
     except CheckpointError as exc:
         raise RequestError(str(exc)) from exc
@@ -104,6 +117,14 @@ def load_predictor(spec: ModelSpec, device: str = "auto", precision: str = "auto
     """Build a predictor for ``spec`` (loads checkpoint weights when needed)."""
     if isinstance(spec.obj, Predictor):
         return spec.obj
+    if spec.obj is None and spec.path is not None and is_onnx_checkpoint(spec.path):
+        from napari_sgnet.inference.onnx_predictor import OnnxPredictor
+
+        try:
+            card = read_card(spec.path)
+            return OnnxPredictor(spec.path, card.config, spec.info, device=device)
+        except CheckpointError as exc:
+            raise RequestError(str(exc)) from exc
     from napari_sgnet.inference.predictor import TorchPredictor
     from napari_sgnet.model.runtime import resolve_device
 

@@ -85,8 +85,42 @@ class WatchedPredictor:
         self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`napari_sgnet.inference.predictor_base.Predictor.predict`."""
-        labels, conf, feats = predict_with_features(self.inner, local, context, crop)
-        self.monitor.add(local, feats)
+        return self.predict_padded(local, context, crop, len(local))
+
+    def predict_padded(
+        self,
+        local: np.ndarray,
+        context: np.ndarray | None,
+        crop: int,
+        n: int,
+        probabilities: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Predict a batch whose rows ``n:`` are padding (:func:`~napari_sgnet.inference.loop.
+        pad_batch`): all rows run, only the first ``n`` are judged. With ``probabilities``
+        the inner predictor's ``predict_probabilities`` runs and its probabilities come back
+        third (else ``None``)."""
+        inner = _KeepProbabilities(self.inner) if probabilities else self.inner
+        labels, conf, feats = predict_with_features(inner, local, context, crop)
+        self.monitor.add(local[:n], None if feats is None else feats[:n])
+        return labels, conf, getattr(inner, "kept", None)
+
+
+class _KeepProbabilities:
+    """A predictor whose ``predict`` runs the inner ``predict_probabilities`` and keeps the
+    probabilities in :attr:`kept` (so the feature tap sees one ordinary forward pass)."""
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.info = inner.info
+        self.module = getattr(inner, "module", None)
+        self.kept: np.ndarray | None = None
+
+    def predict(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        labels, conf, self.kept = self.inner.predict_probabilities(  # type: ignore[attr-defined]
+            local, context, crop
+        )
         return labels, conf
 
 

@@ -117,6 +117,22 @@ class TorchPredictor:
         self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """See :meth:`napari_sgnet.inference.predictor_base.Predictor.predict`."""
+        labels, conf, _ = self._predict(local, context, crop, keep_probabilities=False)
+        return labels, conf
+
+    @torch.inference_mode()
+    def predict_probabilities(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`predict`, plus ``(B, K, P - 2 crop, P - 2 crop)`` uint8 per-class
+        probabilities: softmax x 255 rounded to nearest (ties to even, as the confidence)."""
+        labels, conf, probs = self._predict(local, context, crop, keep_probabilities=True)
+        assert probs is not None
+        return labels, conf, probs
+
+    def _predict(
+        self, local: np.ndarray, context: np.ndarray | None, crop: int, *, keep_probabilities: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         x = self._to_device(local)
         c = (
             self._to_device(context)
@@ -132,4 +148,7 @@ class TorchPredictor:
         conf, idx = probs.max(dim=1)
         labels = (idx + 1).to(torch.uint8)
         conf = (conf * 255.0).round_().to(torch.uint8)
-        return labels.cpu().numpy(), conf.cpu().numpy()
+        kept = None
+        if keep_probabilities:
+            kept = (probs * 255.0).round_().to(torch.uint8).cpu().numpy()
+        return labels.cpu().numpy(), conf.cpu().numpy(), kept

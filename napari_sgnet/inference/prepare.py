@@ -16,8 +16,9 @@ from typing import Any
 from napari_sgnet.errors import SlideError, StoreError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
+from napari_sgnet.inference.predictor_base import Predictor
 from napari_sgnet.inference.regions import region_box, resolve_regions, tiles_in_regions
-from napari_sgnet.inference.request import InferenceRequest
+from napari_sgnet.inference.request import InferenceRequest, RequestError
 from napari_sgnet.inference.tissue import TissueMask, tissue_mask
 from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.labelstore.meta import now_iso
@@ -112,6 +113,8 @@ class PreparedRun:
             "device": r.device,
             "precision": r.precision,
             "batch_size": r.batch_size,
+            "threads": r.threads,
+            "probabilities": self.store.has_probabilities,
             "overlap": r.overlap,
             "skip_glass": r.skip_glass,
             "tiles": len(self.plan.tiles),
@@ -185,6 +188,14 @@ def _open_or_create(
         if store.resolution is None:  # a store made before the resolution was recorded
             resolution = plan.view(pyramid).record()
             pending.append(lambda s: s.set_resolution(resolution))
+        if request.probabilities and not store.has_probabilities:
+            if store.done_map().any():
+                raise StoreError(
+                    path,
+                    "keeps no probabilities and already holds predicted tiles; predict with "
+                    "probabilities into a new store, or overwrite this one",
+                )
+            pending.append(lambda s: s.add_probabilities())
         return store, pending, False
     store = LabelStore.create(
         path,
@@ -197,6 +208,8 @@ def _open_or_create(
     try:
         store.set_model(info.to_dict())
         store.set_resolution(plan.view(pyramid).record())
+        if request.probabilities:
+            store.add_probabilities()
     except BaseException:
         if not store.restore_replaced():
             import shutil
@@ -242,6 +255,15 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     """
     pyramid = resolve_slide(request)
     spec = describe_model(request.model)
+    if (
+        request.probabilities
+        and isinstance(spec.obj, Predictor)
+        and not hasattr(spec.obj, "predict_probabilities")
+    ):
+        raise RequestError(
+            f"model {spec.info.name}: its predictor ({type(spec.obj).__name__}) gives no "
+            "per-class probabilities (no predict_probabilities); run without probabilities"
+        )
     regions = resolve_regions(request.regions, pyramid)
     region = request.region if regions is None else region_box(regions, pyramid)
     plan = make_plan(

@@ -92,6 +92,17 @@ class InferenceRequest:
         Polygons (a QuPath GeoJSON file, slide level-0 pixels; classes ignored): only the
         tiles they cover are predicted, each whole (see :mod:`napari_sgnet.inference.regions`).
         Not together with ``region``.
+    probabilities : bool
+        Keep the per-class probabilities (softmax x 255, uint8) in the store's optional
+        ``probabilities`` array (a new store, or one with no tile done yet; a store that
+        keeps them is always written with them). Needs a predictor with
+        ``predict_probabilities`` (every checkpoint's has one).
+    threads : int, optional
+        torch CPU threads of the forward pass. ``None``: this process's default (the
+        distributed driver hands its own count to every worker). The float result of a
+        CPU convolution depends on the thread count, so runs that must agree byte for byte
+        use the same ``threads`` (and ``batch_size``, device and precision; see
+        docs/inference.md, "Determinism").
     """
 
     slide: str | Path | Pyramid
@@ -113,6 +124,8 @@ class InferenceRequest:
     readers: int = 2
     commit_interval: float = 0.5
     regions: Any = field(default=None, compare=False)
+    threads: int | None = None
+    probabilities: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region", _as_box(self.region))
@@ -139,6 +152,8 @@ class InferenceRequest:
             raise RequestError(f"overlap must be >= 0, got {self.overlap}")
         if self.commit_interval < 0:
             raise RequestError(f"commit_interval must be >= 0, got {self.commit_interval}")
+        if self.threads is not None and self.threads < 1:
+            raise RequestError(f"threads must be >= 1, got {self.threads}")
         if self.prefetch < 1 or self.readers < 1:
             raise RequestError("prefetch and readers must be >= 1")
         if self.glass_label is not None and not 0 <= self.glass_label <= 255:

@@ -180,6 +180,40 @@ class StoreSink:
             (item[0], DONE_GLASS if item[1] is None else DONE_PREDICTED) for item in run
         )
 
+    def write_probabilities(self, items: Sequence[tuple[TileIndex, np.ndarray | None]]) -> None:
+        """Write per-class probabilities ``(K, tile, tile)`` uint8 of several tiles (``None``:
+        a glass tile, all 0) into the store's optional array; glass pixels of the tissue mask
+        get 0 too. Called before the batch is committed, so a tile marked done has them.
+        """
+        k = self.store.palette.num_classes
+        ordered = sorted(items, key=lambda it: it[0])
+        run: list[tuple[TileIndex, np.ndarray | None]] = []
+
+        def write(run: list[tuple[TileIndex, np.ndarray | None]]) -> None:
+            parts = []
+            for index, probs in run:
+                box = self.plan.tile_box(index)
+                if probs is None:
+                    parts.append(np.zeros((k, box.h, box.w), dtype=np.uint8))
+                    continue
+                probs = probs[:, : box.h, : box.w]
+                if self.tissue is not None:
+                    glass = self.tissue.glass(box, self.plan.downsample)
+                    if glass.any():
+                        probs = np.where(glass[None], np.uint8(0), probs)
+                parts.append(probs)
+            first, last = self.plan.tile_box(run[0][0]), self.plan.tile_box(run[-1][0])
+            box = Box.from_bounds(first.x, first.y, last.x1, last.y1)
+            self.store.write_probabilities(box, np.ascontiguousarray(np.concatenate(parts, 2)))
+
+        for item in ordered:
+            if run and (item[0][0] != run[-1][0][0] or item[0][1] != run[-1][0][1] + 1):
+                write(run)
+                run = []
+            run.append(item)
+        if run:
+            write(run)
+
     def take_pending(self) -> list[Written]:
         """Tiles written since the last call (and forget them)."""
         out, self.pending = self.pending, []

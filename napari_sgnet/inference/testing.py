@@ -143,6 +143,8 @@ def store_arrays(path: str | Path) -> dict[str, np.ndarray]:
     out["confidence"] = store.read_confidence(full)
     out["edited"] = store.read_edited(full)
     out["done"] = store.done_map()
+    if store.has_probabilities:
+        out["probabilities"] = store.read_probabilities(full)
     return out
 
 

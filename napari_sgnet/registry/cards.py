@@ -16,7 +16,7 @@ from typing import Any
 from napari_sgnet.config import ConfigError, ModelConfig
 from napari_sgnet.palette import Palette
 from napari_sgnet.registry import layout
-from napari_sgnet.registry.digest import DIGEST_SCHEME, model_id, weights_digest
+from napari_sgnet.registry.digest import DIGEST_SCHEME, model_id, onnx_digest, weights_digest
 from napari_sgnet.registry.layout import (
     CONFIG_NAME,
     STAGING_PREFIX,
@@ -135,8 +135,17 @@ class ModelCard:
         return dict(_mapping(_mapping(self.config.training).get("lineage")))
 
     @property
+    def format(self) -> str:
+        """``"torch"`` (``model.safetensors``) or ``"onnx"`` (``model.onnx``, run with
+        onnxruntime: docs/model.md, "Bring your own model")."""
+        return "onnx" if layout.is_onnx_checkpoint(self.path) else "torch"
+
+    @property
     def digest(self) -> str:
-        """The weights digest (reads ``model.safetensors`` once per process and file)."""
+        """The weights digest (reads ``model.safetensors`` once per process and file; for an
+        ONNX model :func:`~napari_sgnet.registry.digest.onnx_digest` of its files)."""
+        if self.format == "onnx":
+            return onnx_digest(self.path)
         return weights_digest(self.path / WEIGHTS_NAME)
 
     @property
@@ -157,6 +166,8 @@ class ModelCard:
     def label(self) -> str:
         """One line for a combo box: name, origin and held-out mIoU."""
         parts = [self.name]
+        if self.format == "onnx":
+            parts.append("[ONNX]")
         if self.kind == "bundled":
             parts.append("(bundled)")
         elif self.parent:
@@ -200,12 +211,14 @@ def read_card(path: str | os.PathLike[str], kind: str | None = None) -> ModelCar
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(folder, "no such checkpoint folder")
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
+    onnx = not (folder / WEIGHTS_NAME).is_file() and (folder / layout.ONNX_NAME).is_file()
+    for name in (layout.ONNX_NAME if onnx else WEIGHTS_NAME, CONFIG_NAME):
         if not (folder / name).is_file():
+            missing = name if name == CONFIG_NAME else f"{WEIGHTS_NAME} (nor {layout.ONNX_NAME})"
             raise CheckpointError(
                 folder,
-                f"not a model checkpoint: no {name} (a checkpoint needs {WEIGHTS_NAME} "
-                f"+ {CONFIG_NAME})",
+                f"not a model checkpoint: no {missing} (a checkpoint needs {WEIGHTS_NAME} "
+                f"or {layout.ONNX_NAME}, + {CONFIG_NAME})",
             )
     config_path = folder / CONFIG_NAME
     try:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from napari_sgnet.registry.layout import WEIGHTS_NAME, CheckpointError
+from napari_sgnet.registry.layout import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME, CheckpointError
 
 __all__ = [
     "DIGEST_SCHEME",
@@ -31,6 +31,7 @@ __all__ = [
     "PICKLE_HINT",
     "digest_tensors",
     "model_id",
+    "onnx_digest",
     "parse_safetensors_header",
     "weights_digest",
 ]
@@ -147,6 +148,30 @@ def _read_range(fh: BinaryIO, start: int, stop: int) -> Iterable[bytes]:
             return
         left -= len(block)
         yield block
+
+
+def onnx_digest(folder: str | os.PathLike[str]) -> str:
+    """The weights digest of an ONNX checkpoint folder: SHA-256 of ``model.onnx`` and then of
+    every other file of the folder but ``config.json`` (external tensor data), by name.
+
+    Raises
+    ------
+    CheckpointError
+        When ``model.onnx`` cannot be read (naming it).
+    """
+    base = Path(folder)
+    main = base / ONNX_NAME
+    h = hashlib.sha256(b"onnx-v1|")
+    try:
+        others = (f for f in base.iterdir() if f.name not in (ONNX_NAME, CONFIG_NAME))
+        for f in [main, *sorted(f for f in others if f.is_file())]:
+            h.update(f.name.encode() + b"|")
+            with f.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+    except OSError as exc:
+        raise CheckpointError(main, f"cannot read the ONNX model: {exc}") from exc
+    return h.hexdigest()
 
 
 def weights_digest(path: str | os.PathLike[str]) -> str:

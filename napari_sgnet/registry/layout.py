@@ -29,6 +29,7 @@ __all__ = [
     "BUNDLED_DIR",
     "CONFIG_NAME",
     "MODELS_ENV",
+    "ONNX_NAME",
     "STAGING_PREFIX",
     "WEIGHTS_NAME",
     "CheckpointError",
@@ -37,6 +38,7 @@ __all__ = [
     "default_models_dir",
     "finetuned_name",
     "is_checkpoint",
+    "is_onnx_checkpoint",
     "publish",
     "root_name",
     "staging_dir",
@@ -45,6 +47,9 @@ __all__ = [
 
 #: The weights file of a checkpoint folder.
 WEIGHTS_NAME = "model.safetensors"
+#: The weights file of a model trained elsewhere, run with onnxruntime (docs/model.md,
+#: "Bring your own model"); a folder with it and a config.json is a checkpoint too.
+ONNX_NAME = "model.onnx"
 #: The configuration file of a checkpoint folder (:class:`~napari_sgnet.config.ModelConfig`).
 CONFIG_NAME = "config.json"
 #: Environment variable naming the models folder.
@@ -108,9 +113,18 @@ class ModelNotFoundError(UserInputError):
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a folder holding both ``model.safetensors`` and ``config.json``."""
+    """Whether ``path`` is a folder holding ``config.json`` and ``model.safetensors`` (a torch
+    checkpoint) or ``model.onnx`` (an ONNX model)."""
     folder = Path(path)
-    return (folder / WEIGHTS_NAME).is_file() and (folder / CONFIG_NAME).is_file()
+    has_weights = (folder / WEIGHTS_NAME).is_file() or (folder / ONNX_NAME).is_file()
+    return has_weights and (folder / CONFIG_NAME).is_file()
+
+
+def is_onnx_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an ONNX checkpoint: ``model.onnx`` + ``config.json`` and no
+    ``model.safetensors`` (a folder with both runs the torch weights)."""
+    folder = Path(path)
+    return is_checkpoint(folder) and not (folder / WEIGHTS_NAME).is_file()
 
 
 def default_models_dir() -> Path:

@@ -10,6 +10,10 @@ One zarr v3 group per slide, an OME-NGFF 0.5 image-label multiscale::
       confidence       uint8, level 0: max softmax x 255 (255 for edited pixels)
       edited           uint8 0/1, level 0: pixels a person corrected
       done             uint8 per tile of the tiling grid: 0 to do, 1 predicted, 2 glass
+      probabilities    optional uint8 (c, y, x), level 0: per-class softmax x 255,
+                       rounded to nearest (ties to even, as the confidence); 0 on glass;
+                       made when a run asks for it (``predict --probabilities``); edits
+                       do not change it
       sgnet_review/    pending edits and reviewed regions (see ``review_state``)
 
 :class:`StoreLayout` holds the fixed facts of one store (palette, downsample, tiling,
@@ -41,7 +45,9 @@ from napari_sgnet.palette import Palette
 
 __all__ = [
     "DONE_CHUNK",
+    "PROBABILITIES",
     "StoreLayout",
+    "add_probabilities",
     "create_group",
     "current_ngff",
     "layout_problems",
@@ -51,6 +57,9 @@ __all__ = [
 
 #: Chunk side of the done-map (tiles per chunk side).
 DONE_CHUNK = 256
+
+#: Name of the optional per-class probabilities array.
+PROBABILITIES = "probabilities"
 
 
 def level0_shape(slide: Pyramid, base_downsample: float) -> tuple[int, int]:
@@ -144,6 +153,25 @@ def _new_array(group: zarr.Group, name: str, shape: tuple[int, int], chunk: int)
     chunks = (min(chunk, shape[0]), min(chunk, shape[1]))
     group.create_array(
         name, shape=shape, chunks=chunks, dtype="uint8", fill_value=0, dimension_names=("y", "x")
+    )
+
+
+def add_probabilities(group: zarr.Group, layout: StoreLayout) -> zarr.Array:
+    """Create the optional ``probabilities`` array, ``(classes, h, w)`` uint8 at level 0,
+    chunked ``(classes, chunk, chunk)`` like the labels (so a tile's write covers whole chunks
+    and a crash leaves each chunk old or new); returns it (the existing one if present)."""
+    existing = group.get(PROBABILITIES)
+    if isinstance(existing, zarr.Array):
+        return existing
+    k = layout.palette.num_classes
+    h, w = layout.level_shapes[0]
+    return group.create_array(
+        PROBABILITIES,
+        shape=(k, h, w),
+        chunks=(k, min(layout.chunk, h), min(layout.chunk, w)),
+        dtype="uint8",
+        fill_value=0,
+        dimension_names=("c", "y", "x"),
     )
 
 
@@ -242,6 +270,12 @@ def layout_problems(layout: StoreLayout, group: zarr.Group, *, deep: bool = Fals
         if not isinstance(arr, zarr.Array) or arr.shape != (h, w):
             got = arr.shape if isinstance(arr, zarr.Array) else "missing"
             problems.append(f"{name} is {got}, expected {(h, w)}")
+    probs = group.get(PROBABILITIES)
+    if probs is not None:  # optional; when present it must fit
+        want = (layout.palette.num_classes, h, w)
+        if not isinstance(probs, zarr.Array) or probs.shape != want or probs.dtype != np.uint8:
+            got = f"{probs.shape} {probs.dtype}" if isinstance(probs, zarr.Array) else "a group"
+            problems.append(f"{PROBABILITIES} is {got}, expected {want} uint8")
     grid = (-(-h // layout.tile), -(-w // layout.tile))
     done = group.get("done")
     if not isinstance(done, zarr.Array) or done.shape != grid or layout.grid_shape != grid:

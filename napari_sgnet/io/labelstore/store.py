@@ -25,7 +25,9 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import atomic
 from napari_sgnet.io.labelstore.guard import GuardedArray, StoreGuard
 from napari_sgnet.io.labelstore.layout import (
+    PROBABILITIES,
     StoreLayout,
+    add_probabilities,
     create_group,
     current_ngff,
     layout_problems,
@@ -405,6 +407,52 @@ class LabelStore:
         with self._guard.writing():
             self.pixels.write_prediction(box, labels, confidence, respect_edited=respect_edited)
 
+    @property
+    def has_probabilities(self) -> bool:
+        """True when the store keeps per-class probabilities (the optional array)."""
+        return isinstance(self._group.get(PROBABILITIES), zarr.Array)
+
+    def add_probabilities(self) -> None:
+        """Create the optional ``probabilities`` array (all 0) if the store has none.
+
+        Tiles already done have no probabilities then; :func:`napari_sgnet.inference.prepare.
+        prepare_store` only adds it to a store with no tile done.
+        """
+        self._guard.check_writable()
+        with self._guard.writing():
+            add_probabilities(self._group, self.layout)
+
+    def write_probabilities(self, box: Box, probabilities: np.ndarray) -> None:
+        """Write per-class probabilities (``(classes, box.h, box.w)`` uint8) into a level-0 box.
+
+        Covers whole chunks (a read-modify-write of the chunk hull when ``box`` is not
+        aligned). Edits never touch this array.
+
+        Raises
+        ------
+        StoreError
+            When the store has no probabilities array, or the shape does not fit.
+        """
+        self._guard.check_writable()
+        arr = self._group.get(PROBABILITIES)
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(self.path, "keeps no probabilities (create it with probabilities)")
+        want = (arr.shape[0], box.h, box.w)
+        if probabilities.shape != want or probabilities.dtype != np.uint8:
+            raise StoreError(
+                self.path,
+                f"probabilities {probabilities.shape} {probabilities.dtype} do not fit box "
+                f"{box.as_tuple()} (expected {want} uint8)",
+            )
+        hull = self.pixels.hull(box)
+        with self._guard.writing():
+            if hull != box:
+                rel = box.relative_to(hull)
+                full = np.asarray(arr[(slice(None), *hull.slices())])
+                full[(slice(None), *rel.slices())] = probabilities
+                probabilities = full
+            arr[(slice(None), *hull.slices())] = probabilities
+
     def update_pyramid(self, boxes: Box | Iterable[Box]) -> None:
         """Recompute the coarser label levels above one or more level-0 boxes.
 
@@ -546,6 +594,42 @@ class LabelStore:
     def read_confidence(self, box: Box) -> np.ndarray:
         """Confidence (max softmax x 255) in a level-0 box, 0 past the edge."""
         return read_window(self._guarded(self.pixels.confidence, "confidence"), box, pad_value=0)
+
+    def read_probabilities(self, box: Box) -> np.ndarray:
+        """Per-class probabilities (softmax x 255) in a level-0 box, ``(classes, h, w)`` uint8,
+        0 past the edge.
+
+        Raises
+        ------
+        StoreError
+            When the store keeps no probabilities.
+        """
+        arr = self._group.get(PROBABILITIES)
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(
+                self.path,
+                "keeps no probabilities: predict with --probabilities into a new store "
+                "(or --overwrite)",
+            )
+        out = np.zeros((arr.shape[0], box.h, box.w), dtype=np.uint8)
+        inner = box.clip(self.width, self.height)
+        if not inner.is_empty:
+            rel = inner.relative_to(box)
+            out[(slice(None), *rel.slices())] = arr[(slice(None), *inner.slices())]
+        return out
+
+    def probabilities_as_dask(self) -> da.Array:
+        """The level-0 probabilities ``(classes, h, w)`` as a lazy dask array.
+
+        Raises
+        ------
+        StoreError
+            When the store keeps no probabilities.
+        """
+        arr = self._group.get(PROBABILITIES)
+        if not isinstance(arr, zarr.Array):
+            raise StoreError(self.path, "keeps no probabilities")
+        return _lazy(arr)
 
     def read_edited(self, box: Box) -> np.ndarray:
         """Edited mask (0/1) in a level-0 box, 0 past the edge."""
