@@ -86,7 +86,7 @@ def test_palette_only_commit_is_refused_with_class_and_place(tmp_path):
         session.commit()
     message = str(info.value)
     assert "label 6 (16 pixels)" in message and "label pixel (10, 5)" in message
-    assert "10 x 5 µm" in message and "Gleason 5" in message or "5 " in message
+    assert ("10 x 5 µm" in message and "Gleason 5" in message) or "5 " in message
     _equal(_arrays(store), before)  # nothing written
     assert session.edit is not None and store.commits == []
     with pytest.raises(ValueError, match="label id 6"):  # the store refuses it too
@@ -175,7 +175,7 @@ def test_undo_is_exact_survives_reopen_and_is_bounded(tmp_path):
 
 
 def test_interrupted_history_save_is_ignored(tmp_path):
-    slide, store = _store(tmp_path)
+    _slide, store = _store(tmp_path)
     _predict(store, Box(0, 0, 32, 32), 2, 200)
     store.commit_edit(Box(0, 0, 2, 2), np.full((2, 2), 3, np.uint8))
     # a crash after the arrays of a second record were written but before it was listed

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.review_controls import ActivityProgress
 from napari_sgnet._qt.workers import function_worker, start_worker
 from napari_sgnet.app.exports import EXPORTS, default_export_path, export_format, run_export
 
@@ -36,6 +37,8 @@ class ExportActions(QObject):
         self.c = controller
         self.parent_widget = parent_widget
         self._workers: list[Any] = []
+        self.activity = ActivityProgress("SGNet: export")  # napari's activity panel
+        self.progress.connect(self.activity.update)
 
     @staticmethod
     def button_text(kind: str) -> str:
@@ -76,6 +79,7 @@ class ExportActions(QObject):
         worker.returned.connect(lambda out: self._done(kind, out))
         worker.errored.connect(self.c.report_error)
         worker.finished.connect(lambda: self._workers.remove(worker))
+        worker.finished.connect(self.activity.close)
         self._workers.append(worker)
         self.c.say(f"Exporting {EXPORTS[kind].title} to {path}...")
         start_worker(worker)

@@ -41,6 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.review_controls import ActivityProgress, scrolled
 from napari_sgnet._qt.workers import start_worker
 from napari_sgnet.app.models import list_models
 from napari_sgnet.app.state import AppState, state_for
@@ -98,7 +99,10 @@ class FinetuneWidget(QWidget):
         self._cancel: threading.Event | None = None
         self._bridge = _Bridge()
         self._bridge.report.connect(self._on_progress)
-        layout = QVBoxLayout(self)
+        self.activity = ActivityProgress("SGNet: fine-tuning")  # napari's activity panel
+        content = QWidget()
+        self.scroll = scrolled(content, self)  # two docks fit a 1080-pixel screen
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self._sources_box())
         layout.addWidget(self._settings_box())
@@ -303,6 +307,8 @@ class FinetuneWidget(QWidget):
         if ev.total:
             self.progress_bar.setRange(0, ev.total)
             self.progress_bar.setValue(ev.step)
+            self.activity.description = f"SGNet: {names.get(ev.stage, ev.stage).lower()}"
+            self.activity.update(ev.step, ev.total)
         text = f"{names.get(ev.stage, ev.stage)}: {ev.step}/{ev.total}" if ev.total else (
             names.get(ev.stage, ev.stage))
         if ev.loss is not None:
@@ -335,6 +341,7 @@ class FinetuneWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = self._cancel = None
+        self.activity.close()
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 

@@ -17,8 +17,9 @@ Regions holding tissue a person erased to *unlabelled* that the model has not
 predicted again yet (their done-map tiles are still "to do") come first, with the
 reason ``"unlabelled"``, reviewed or not (the commit that erased them marked its crop
 reviewed); the caller drops an unlabelled box once it has shown it
-(``ReviewRecord.remove_unlabelled``), so it is not shown twice. Then the rest by decreasing score (ties: top row first, then
-left first). Positions and sizes are reported in µm of the slide.
+(``ReviewRecord.remove_unlabelled``), so it is not shown twice. Then the rest by
+decreasing score (ties: top row first, then left first). Positions and sizes are
+reported in µm of the slide.
 
 Nothing here imports napari or Qt; boxes are in store level-0 pixels.
 """

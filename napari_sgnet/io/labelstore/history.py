@@ -242,7 +242,8 @@ class CommitHistory:
                 for value in {v for *_, v in record.done}:
                     pick = np.array([v == value for *_, v in record.done])
                     px.mark_done(idx[pick], value)
-            entries = [e for e in group.attrs.get("entries", []) if int(e.get("id", -1)) != record.id]
+            entries = [e for e in group.attrs.get("entries", [])
+                       if int(e.get("id", -1)) != record.id]
             group.update_attributes({"entries": entries})
             with contextlib.suppress(OSError):
                 shutil.rmtree(self._guard.path / HISTORY_GROUP / f"e{record.id}")
