@@ -295,3 +295,36 @@ def test_two_docks_fit_1920x1080_legend_notice_and_shortcuts(make_napari_viewer,
     assert name in text and "Research use only" in text and "1 correction" in text
     assert viewer.text_overlay.visible and viewer.text_overlay.text == text
     assert c.layer("prediction").metadata["napari_sgnet"]["provenance"] == text
+
+
+def test_magicgui_forms_drive_export_and_finetune(make_napari_viewer, qtbot, tmp_path,
+                                                 monkeypatch):
+    import json
+
+    from magicgui.widgets import Container
+
+    from napari_sgnet._qt.finetune_widget import FinetuneWidget
+
+    viewer, widget = _open(make_napari_viewer, tmp_path)
+    _run(qtbot, widget, widget.run_view_btn.click)
+    # the export options are a magicgui form; the GeoJSON button uses its values
+    form = widget.exports.options.forms["geojson"]
+    assert isinstance(form, Container)
+    form.skip_background.value = True
+    form.measurements.value = True
+    out = tmp_path / "out.geojson"
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda *a: out)
+    with qtbot.waitSignal(widget.exports.exported, timeout=TIMEOUT):
+        widget.export_buttons["geojson"].click()
+    qtbot.waitUntil(lambda: not widget.exports._workers, timeout=TIMEOUT)
+    features = json.loads(out.read_text())["features"]
+    names = {f["properties"]["classification"]["name"] for f in features}
+    assert features and "Stroma/background" not in names
+    assert all("Mean confidence" in f["properties"]["measurements"] for f in features)
+    assert widget.exports.options.values("patches") == {"masks": "edited", "layout": "items"}
+    # the fine-tune settings are a magicgui form too (the spin boxes are its natives)
+    tune = FinetuneWidget(viewer, models_dir=tmp_path / "models")
+    assert isinstance(tune.settings, Container)
+    tune.steps_spin.setValue(7)
+    tune.lr_spin.setValue(2e-4)
+    assert tune.settings.steps.value == 7 and abs(tune.settings.lr.value - 2e-4) < 1e-12

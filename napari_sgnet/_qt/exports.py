@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.export_options import ExportOptions
 from napari_sgnet._qt.review_controls import ActivityProgress
 from napari_sgnet._qt.workers import function_worker, start_worker
 from napari_sgnet.app.exports import EXPORTS, default_export_path, export_format, run_export
@@ -38,6 +39,7 @@ class ExportActions(QObject):
         self.parent_widget = parent_widget
         self._workers: list[Any] = []
         self.activity = ActivityProgress("SGNet: export")  # napari's activity panel
+        self.options = ExportOptions()  # magicgui forms of the kinds' options
         self.progress.connect(self.activity.update)
 
     @staticmethod
@@ -62,8 +64,11 @@ class ExportActions(QObject):
                                          row.file_filter)
         return None if path is None else self.export(kind, path)
 
-    def export(self, kind: str, path: str | Path) -> Any:
-        """Export the current store as ``kind`` to ``path`` on a worker; returns the worker."""
+    def export(self, kind: str, path: str | Path, options: dict[str, Any] | None = None) -> Any:
+        """Export the current store as ``kind`` to ``path`` on a worker; returns the worker.
+
+        ``options`` default to the export options form's (:class:`ExportOptions`).
+        """
         session = self.c.session
         if session is None:
             self.c.say("Nothing to export yet: run the model first.")
@@ -74,8 +79,9 @@ class ExportActions(QObject):
         def report(done: int, total: int) -> None:  # called on the worker thread
             self.progress.emit(int(done), int(total))
 
+        opts = self.options.values(kind) if options is None else dict(options)
         worker = function_worker(run_export, kind, session.store, Path(path), slide=self.c.slide,
-                                 progress=report)
+                                 progress=report, **opts)
         worker.returned.connect(lambda out: self._done(kind, out))
         worker.errored.connect(self.c.report_error)
         worker.finished.connect(lambda: self._workers.remove(worker))

@@ -263,6 +263,12 @@ class SGNetWidget(QWidget):
         self.store_label.setWordWrap(True)
         self.store_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         grid.addWidget(self.store_label, 2, 0, 1, 2)
+        for row, kind in enumerate(self.exports.options.forms, start=3):
+            group = QGroupBox(f"{EXPORTS[kind].title} options")
+            group_lay = QVBoxLayout(group)
+            group_lay.setContentsMargins(4, 4, 4, 4)
+            group_lay.addWidget(self.exports.options.forms[kind].native)
+            grid.addWidget(group, row, 0, 1, 2)
         return box
 
     # ------------------------------------------------------------------ wiring

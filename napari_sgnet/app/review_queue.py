@@ -111,7 +111,8 @@ def _cell_sums(labels: np.ndarray, conf: np.ndarray, cell: int) -> np.ndarray:
     out[0, :h, :w] = doubt
     out[1, :h, :w] = tissue
     out[2, :h, :w] = area
-    return out.reshape(3, ny, cell, nx, cell).sum(axis=(2, 4))
+    sums: np.ndarray = out.reshape(3, ny, cell, nx, cell).sum(axis=(2, 4))
+    return sums
 
 
 def _region_sums(store: LabelStore, side: int) -> np.ndarray:
@@ -119,11 +120,11 @@ def _region_sums(store: LabelStore, side: int) -> np.ndarray:
     unit = math.lcm(side, store.chunk)
     step = max(1, _TASK_SIDE // unit) * unit
     path = str(Path(store.path))
-    labels = da.from_zarr(path, component="0", chunks=(step, step))
-    conf = da.from_zarr(path, component="confidence", chunks=(step, step))
+    labels = da.from_zarr(path, component="0", chunks=(step, step))  # type: ignore[no-untyped-call]
+    conf = da.from_zarr(path, component="confidence", chunks=(step, step))  # type: ignore[no-untyped-call]
     out_chunks = ((3,), *(tuple(-(-c // side) for c in axis) for axis in labels.chunks))
-    sums = da.map_blocks(_cell_sums, labels, conf, side, dtype=np.int64, chunks=out_chunks,
-                         new_axis=0)
+    sums = da.map_blocks(  # type: ignore[no-untyped-call]
+        _cell_sums, labels, conf, side, dtype=np.int64, chunks=out_chunks, new_axis=0)
     return np.asarray(sums.compute())
 
 
