@@ -12,15 +12,15 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
-from napari_sgnet._qt import dialogs  # noqa: E402
-from napari_sgnet._qt.review_controls import SHORTCUTS, palette_label  # noqa: E402
-from napari_sgnet._qt.widget import SGNetWidget  # noqa: E402
-from napari_sgnet.app.review import ERASER_BACKGROUND, ERASER_UNLABELLED  # noqa: E402
-from napari_sgnet.app.viewport import camera_of  # noqa: E402
-from napari_sgnet.geometry import Box  # noqa: E402
-from napari_sgnet.inference.testing import PixelRulePredictor, pattern_slide  # noqa: E402
-from napari_sgnet.palette import GLEASON  # noqa: E402
+from napari_sgnet._napari.layers import image_layer_data
+from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.review_controls import SHORTCUTS, palette_label
+from napari_sgnet._qt.widget import SGNetWidget
+from napari_sgnet.app.review import ERASER_BACKGROUND, ERASER_UNLABELLED
+from napari_sgnet.app.viewport import camera_of
+from napari_sgnet.geometry import Box
+from napari_sgnet.inference.testing import PixelRulePredictor, pattern_slide
+from napari_sgnet.palette import GLEASON
 
 pytestmark = pytest.mark.gui
 
