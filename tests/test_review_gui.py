@@ -293,8 +293,8 @@ def test_two_docks_fit_1920x1080_legend_notice_and_shortcuts(make_napari_viewer,
     name = c.session.store.model["name"]
     text = widget.provenance_label.text()
     assert name in text and "Research use only" in text and "1 correction" in text
-    assert viewer.text_overlay.visible and viewer.text_overlay.text == text
     assert c.layer("prediction").metadata["napari_sgnet"]["provenance"] == text
+    assert c.layer("prediction").name == f"SGNet labels ({name})"
 
 
 def test_magicgui_forms_drive_export_and_finetune(make_napari_viewer, qtbot, tmp_path,

@@ -6,7 +6,9 @@
   names napari shows in the status bar under the cursor (:func:`class_features`);
 - :class:`ConfidenceLegend` explains the confidence overlay's colours;
 - :func:`provenance_text` says which model made the labels on screen, with the
-  research-use notice, for the dock and the canvas's text overlay;
+  research-use notice, for the dock (the labels layer's name carries the model's name:
+  :func:`labels_model_name`; napari's canvas text overlay is not used: drawing its font
+  the first time stalls the window for seconds on a small CPU);
 - :data:`SHORTCUTS` and :func:`install_shortcuts`: window shortcuts that click the
   dock's own buttons;
 - :func:`scrolled` puts a dock's content in a scroll area (two docks fit 1920 x 1080);
@@ -36,6 +38,7 @@ __all__ = [
     "brush_text",
     "class_features",
     "install_shortcuts",
+    "labels_model_name",
     "palette_label",
     "provenance_text",
     "scrolled",
@@ -79,10 +82,15 @@ def brush_text(size: float, um_per_px: float | None) -> str:
     return text + (f" = {size * um_per_px:,.0f} µm" if um_per_px else "")
 
 
+def labels_model_name(store: Any) -> str:
+    """The name of the model the labels of ``store`` come from ("no model yet")."""
+    model = (store.model or {}) if store is not None else {}
+    return str(model.get("name") or "no model yet")
+
+
 def provenance_text(store: Any) -> str:
     """Which model made the labels of ``store``, and the research-use notice."""
-    model = (store.model or {}) if store is not None else {}
-    name = model.get("name") or "no model yet"
+    name = labels_model_name(store)
     commits = [c for c in (store.commits if store is not None else []) if not c.get("undone")]
     edited = f", {len(commits)} correction(s)" if commits else ""
     return f"SGNet labels by model: {name}{edited}. {RESEARCH_NOTICE}"

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_sgnet._napari.session import PREDICTION_NAME
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.exports import ExportActions
@@ -41,6 +42,7 @@ from napari_sgnet._qt.review_controls import (
     ActivityProgress,
     ConfidenceLegend,
     install_shortcuts,
+    labels_model_name,
     provenance_text,
     scrolled,
 )
@@ -322,13 +324,11 @@ class SGNetWidget(QWidget):
         text = provenance_text(session.store if session is not None else None)
         self.provenance_label.setText(text)
         layer = self.controller.layer("prediction")
-        if layer is not None:
-            meta = layer.metadata.setdefault("napari_sgnet", {})
-            meta["provenance"] = text
-        overlay = getattr(self.viewer, "text_overlay", None)
-        if overlay is not None and session is not None:
-            overlay.text = text
-            overlay.visible = True
+        if layer is not None and session is not None:
+            layer.metadata.setdefault("napari_sgnet", {})["provenance"] = text
+            name = f"{PREDICTION_NAME} ({labels_model_name(session.store)})"
+            if layer.name != name:  # the layer list names the model of the labels shown
+                layer.name = name
 
     def _update_store_label(self, path: Path | None = None) -> None:
         path = self.state.store_path
