@@ -243,6 +243,9 @@ def test_two_docks_fit_1920x1080_legend_notice_and_shortcuts(make_napari_viewer,
     for _ in range(5):
         QApplication.processEvents()
     assert window.width() <= 1920 and window.height() <= 1080, window.size()
+    # the two docks' contents are taller than the screen: the scroll areas make them fit
+    tall = sum(d.scroll.widget().sizeHint().height() for d in (widget, tune))
+    assert tall > 1080, tall
     screen = QRect(0, 0, 1920, 1080)
     for dock in (widget, tune):
         viewport = dock.scroll.viewport()
@@ -314,9 +317,25 @@ def test_magicgui_forms_drive_export_and_finetune(make_napari_viewer, qtbot, tmp
     form.measurements.value = True
     out = tmp_path / "out.geojson"
     monkeypatch.setattr(dialogs, "ask_save_path", lambda *a: out)
+    # long work also reports through napari.utils.progress (napari's activity panel)
+    import threading
+
+    from napari.utils import progress
+
+    from napari_sgnet._qt.review_controls import ActivityProgress
+
+    bars, update = [], ActivityProgress.update
+
+    def spy(self, done, total):
+        update(self, done, total)
+        bars.append((self.bar, threading.current_thread() is threading.main_thread()))
+
+    monkeypatch.setattr(ActivityProgress, "update", spy)
     with qtbot.waitSignal(widget.exports.exported, timeout=TIMEOUT):
         widget.export_buttons["geojson"].click()
     qtbot.waitUntil(lambda: not widget.exports._workers, timeout=TIMEOUT)
+    assert bars and all(isinstance(b, progress) and main for b, main in bars)
+    assert bars[-1][0].desc.startswith("SGNet: export") and widget.exports.activity.bar is None
     features = json.loads(out.read_text())["features"]
     names = {f["properties"]["classification"]["name"] for f in features}
     assert features and "Stroma/background" not in names

@@ -40,7 +40,13 @@ class ExportActions(QObject):
         self._workers: list[Any] = []
         self.activity = ActivityProgress("SGNet: export")  # napari's activity panel
         self.options = ExportOptions()  # magicgui forms of the kinds' options
-        self.progress.connect(self.activity.update)
+        self.progress.connect(self._show_activity)  # a QObject slot: runs on the main thread
+
+    def _show_activity(self, done: int, total: int) -> None:
+        self.activity.update(done, total)
+
+    def _close_activity(self) -> None:
+        self.activity.close()
 
     @staticmethod
     def button_text(kind: str) -> str:
@@ -85,7 +91,7 @@ class ExportActions(QObject):
         worker.returned.connect(lambda out: self._done(kind, out))
         worker.errored.connect(self.c.report_error)
         worker.finished.connect(lambda: self._workers.remove(worker))
-        worker.finished.connect(self.activity.close)
+        worker.finished.connect(self._close_activity)
         self._workers.append(worker)
         self.c.say(f"Exporting {EXPORTS[kind].title} to {path}...")
         start_worker(worker)
