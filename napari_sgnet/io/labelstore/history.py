@@ -65,7 +65,7 @@ class UndoRecord:
     id : int
         The record's number (increasing).
     box : Box
-        The commit's box, store level-0 pixels.
+        The bounding box of the pixels the commit wrote, store level-0 pixels.
     time : str
         ISO time of the commit.
     commit : int
@@ -170,6 +170,12 @@ class CommitHistory:
         UndoRecord
         """
         self._guard.check_writable("save the undo history")
+        mask = np.asarray(mask, dtype=bool)
+        ys, xs = np.nonzero(mask)
+        if ys.size:  # keep only the bounding box of the pixels written
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+            mask = mask[y0:y1, x0:x1]
+            box = Box(box.x + x0, box.y + y0, x1 - x0, y1 - y0)
         with self._guard.writing("save the undo history"):
             group = self._group(create=True)
             assert group is not None
