@@ -309,8 +309,9 @@ class FinetuneWidget(QWidget):
         if ev.total:
             self.progress_bar.setRange(0, ev.total)
             self.progress_bar.setValue(ev.step)
-            self.activity.description = f"SGNet: {names.get(ev.stage, ev.stage).lower()}"
-            self.activity.update(ev.step, ev.total)
+            if self._worker is not None:  # not a report arriving after the run ended
+                self.activity.description = f"SGNet: {names.get(ev.stage, ev.stage).lower()}"
+                self.activity.update(ev.step, ev.total)
         text = f"{names.get(ev.stage, ev.stage)}: {ev.step}/{ev.total}" if ev.total else (
             names.get(ev.stage, ev.stage))
         if ev.loss is not None:

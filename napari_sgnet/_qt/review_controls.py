@@ -218,14 +218,17 @@ class ActivityProgress:
         """Show ``done`` of ``total`` (opens the bar on first use)."""
         from napari.utils import progress
 
-        if self.bar is None:
-            self.bar = progress(total=max(int(total), 1), desc=self.description)
-        if self.bar.desc != self.description:
-            self.bar.set_description(self.description)
-        if self.bar.total != max(int(total), 1):
-            self.bar.total = max(int(total), 1)
-        self.bar.n = min(int(done), self.bar.total)
-        self.bar.refresh()
+        bar = self.bar
+        if bar is None:
+            bar = self.bar = progress(total=max(int(total), 1), desc=self.description)
+        # ``bar`` stays valid here even if ``close`` runs meanwhile (napari may process
+        # events while it draws the bar).
+        if bar.desc != self.description:
+            bar.set_description(self.description)
+        if bar.total != max(int(total), 1):
+            bar.total = max(int(total), 1)
+        bar.n = min(int(done), bar.total)
+        bar.refresh()
 
     def close(self) -> None:
         """Close the bar (the work ended)."""
