@@ -276,14 +276,13 @@ def test_pyramid_from_layer_and_store_path(setup, tmp_path, monkeypatch):
 
 
 def test_next_uncertain_skips_reviewed_regions(setup):
-    from napari_sgnet.io.uncertainty import next_uncertain_region
-
     _, _, session = setup
-    first = next_uncertain_region(session.store, session.reviewed, 128)
-    assert first is not None
-    session.mark_reviewed(first)
-    second = next_uncertain_region(session.store, session.reviewed, 128)
-    assert second is not None and second != first
+    session.region_um = 128.0
+    first, left = session.next_region()
+    assert first is not None and left > 0
+    session.show_region(first)
+    second, left2 = session.next_region()
+    assert second is not None and second.box != first.box and left2 == left - 1
 
 
 def test_qt_layer_does_not_import_torch():

@@ -18,6 +18,7 @@ from napari_sgnet._napari.session import (
     prediction_layer_data,
     slide_transform,
 )
+from napari_sgnet._qt.review_controls import class_features
 from napari_sgnet.palette import Palette, PaletteError, load_palette
 
 __all__ = ["LayerDisplay"]
@@ -56,7 +57,8 @@ class LayerDisplay:
                 self.session.store, slide_scale=scale, slide_translate=translate,
                 palette=self.palette, opacity=self.opacity, units=self.slide_layer.units,
             )
-            self.viewer.add_labels(data, **kw)
+            layer = self.viewer.add_labels(data, **kw)
+            layer.features = class_features(self.palette)  # class names in the status bar
             self._keep_on_top("edit")
         if self.show_confidence and self.layer("confidence") is None:
             data, kw, _ = confidence_layer_data(
@@ -104,6 +106,7 @@ class LayerDisplay:
             layer = self.layer(role)
             if layer is not None:
                 layer.colormap = colormap
+                layer.features = class_features(palette)
 
     def load_palette(self, path: str | Path) -> bool:
         """Load a palette JSON and make it the state's; False (with a message) when invalid."""

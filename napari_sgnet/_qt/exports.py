@@ -17,6 +17,8 @@ from qtpy.QtWidgets import QWidget
 
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.export_options import ExportOptions
+from napari_sgnet._qt.review_controls import ActivityProgress
 from napari_sgnet._qt.workers import function_worker, start_worker
 from napari_sgnet.app.exports import EXPORTS, default_export_path, export_format, run_export
 
@@ -36,6 +38,15 @@ class ExportActions(QObject):
         self.c = controller
         self.parent_widget = parent_widget
         self._workers: list[Any] = []
+        self.activity = ActivityProgress("SGNet: export")  # napari's activity panel
+        self.options = ExportOptions()  # magicgui forms of the kinds' options
+        self.progress.connect(self._show_activity)  # a QObject slot: runs on the main thread
+
+    def _show_activity(self, done: int, total: int) -> None:
+        self.activity.update(done, total)
+
+    def _close_activity(self) -> None:
+        self.activity.close()
 
     @staticmethod
     def button_text(kind: str) -> str:
@@ -59,8 +70,11 @@ class ExportActions(QObject):
                                          row.file_filter)
         return None if path is None else self.export(kind, path)
 
-    def export(self, kind: str, path: str | Path) -> Any:
-        """Export the current store as ``kind`` to ``path`` on a worker; returns the worker."""
+    def export(self, kind: str, path: str | Path, options: dict[str, Any] | None = None) -> Any:
+        """Export the current store as ``kind`` to ``path`` on a worker; returns the worker.
+
+        ``options`` default to the export options form's (:class:`ExportOptions`).
+        """
         session = self.c.session
         if session is None:
             self.c.say("Nothing to export yet: run the model first.")
@@ -71,11 +85,13 @@ class ExportActions(QObject):
         def report(done: int, total: int) -> None:  # called on the worker thread
             self.progress.emit(int(done), int(total))
 
+        opts = self.options.values(kind) if options is None else dict(options)
         worker = function_worker(run_export, kind, session.store, Path(path), slide=self.c.slide,
-                                 progress=report)
+                                 progress=report, **opts)
         worker.returned.connect(lambda out: self._done(kind, out))
         worker.errored.connect(self.c.report_error)
         worker.finished.connect(lambda: self._workers.remove(worker))
+        worker.finished.connect(self._close_activity)
         self._workers.append(worker)
         self.c.say(f"Exporting {EXPORTS[kind].title} to {path}...")
         start_worker(worker)

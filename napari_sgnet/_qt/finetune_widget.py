@@ -21,12 +21,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from magicgui.widgets import Container, FloatSpinBox, SpinBox
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -35,12 +35,12 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_sgnet._qt import dialogs
+from napari_sgnet._qt.review_controls import ActivityProgress, scrolled
 from napari_sgnet._qt.workers import start_worker
 from napari_sgnet.app.models import list_models
 from napari_sgnet.app.state import AppState, state_for
@@ -98,7 +98,10 @@ class FinetuneWidget(QWidget):
         self._cancel: threading.Event | None = None
         self._bridge = _Bridge()
         self._bridge.report.connect(self._on_progress)
-        layout = QVBoxLayout(self)
+        self.activity = ActivityProgress("SGNet: fine-tuning")  # napari's activity panel
+        content = QWidget()
+        self.scroll = scrolled(content, self)  # two docks fit a 1080-pixel screen
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self._sources_box())
         layout.addWidget(self._settings_box())
@@ -134,17 +137,19 @@ class FinetuneWidget(QWidget):
         box = QGroupBox("Fine-tuning")
         form = QFormLayout(box)
         self.model_combo = QComboBox()
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 100_000)
-        self.steps_spin.setValue(300)
-        self.lr_spin = QDoubleSpinBox()
+        # The settings are a magicgui form (its widgets' natives stay reachable as before).
+        self.settings = Container(widgets=[
+            SpinBox(name="steps", label="Steps", value=300, min=1, max=100_000,
+                    tooltip="Optimiser steps on the corrections."),
+            FloatSpinBox(name="lr", label="Learning rate", value=5e-5, min=1e-6, max=1e-2,
+                         step=1e-5, tooltip="AdamW learning rate."),
+        ], labels=True)
+        self.settings.native.layout().setContentsMargins(0, 0, 0, 0)
+        self.steps_spin = self.settings.steps.native
+        self.lr_spin = self.settings.lr.native
         self.lr_spin.setDecimals(6)
-        self.lr_spin.setRange(1e-6, 1e-2)
-        self.lr_spin.setSingleStep(1e-5)
-        self.lr_spin.setValue(5e-5)
         form.addRow("Start from", self.model_combo)
-        form.addRow("Steps", self.steps_spin)
-        form.addRow("Learning rate", self.lr_spin)
+        form.addRow(self.settings.native)
         return box
 
     def _run_box(self) -> QGroupBox:
@@ -274,7 +279,8 @@ class FinetuneWidget(QWidget):
             return False
         from napari_sgnet.training.finetune.run import FinetuneConfig, finetune
 
-        config = FinetuneConfig(steps=self.steps_spin.value(), lr=self.lr_spin.value())
+        config = FinetuneConfig(steps=int(self.settings.steps.value),
+                                lr=float(self.settings.lr.value))
         self._cancel = threading.Event()
         self.result = None
         self.use_btn.setEnabled(False)
@@ -303,6 +309,9 @@ class FinetuneWidget(QWidget):
         if ev.total:
             self.progress_bar.setRange(0, ev.total)
             self.progress_bar.setValue(ev.step)
+            if self._worker is not None:  # not a report arriving after the run ended
+                self.activity.description = f"SGNet: {names.get(ev.stage, ev.stage).lower()}"
+                self.activity.update(ev.step, ev.total)
         text = f"{names.get(ev.stage, ev.stage)}: {ev.step}/{ev.total}" if ev.total else (
             names.get(ev.stage, ev.stage))
         if ev.loss is not None:
@@ -335,6 +344,7 @@ class FinetuneWidget(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = self._cancel = None
+        self.activity.close()
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 

@@ -46,6 +46,11 @@ class PaletteView(QListWidget):
             row_h = self.fontMetrics().height() + 4
         self.setFixedHeight(row_h * max(self.count(), 1) + 2 * self.frameWidth() + 2)
 
+    def select_label(self, label: int) -> None:
+        """Show ``label`` (1..n) as the selected class (0, the eraser, leaves it as is)."""
+        if 1 <= label <= self.count() and self.currentRow() != label - 1:
+            self.setCurrentRow(label - 1)
+
     def _on_row(self, row: int) -> None:
         if row >= 0:
             self.label_selected.emit(int(self.item(row).data(Qt.UserRole)))

@@ -13,6 +13,7 @@ import getpass
 import logging
 from typing import Any
 
+import numpy as np
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
@@ -20,10 +21,10 @@ from qtpy.QtWidgets import QWidget
 from napari_sgnet._napari.session import edit_layer_data, slide_transform
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
+from napari_sgnet._qt.review_controls import watch_edit_layer
 from napari_sgnet._qt.workers import function_worker, start_worker
-from napari_sgnet.app.review import EditRegion, ReviewError, ReviewSession
+from napari_sgnet.app.review import ERASER_UNLABELLED, EditRegion, ReviewError, ReviewSession
 from napari_sgnet.app.viewport import camera_of, view_of_viewer
-from napari_sgnet.geometry import Box
 
 __all__ = ["AUTOSAVE_MS", "ReviewActions"]
 
@@ -54,6 +55,9 @@ class ReviewActions(QObject):
     edit_changed = Signal(bool)
     committed = Signal(object)  # the commit record
     region_shown = Signal(object)  # the region "Next uncertain region" went to, or None
+    label_changed = Signal(int)  # the palette label the edit layer's brush paints
+    brush_changed = Signal(str)  # the brush size, in label pixels and µm
+    undone = Signal(object)  # the undone commit ({"box", "time", "left"})
 
     def __init__(self, controller: AppController, parent_widget: QWidget | None = None) -> None:
         super().__init__()
@@ -61,6 +65,8 @@ class ReviewActions(QObject):
         self.viewer = controller.viewer
         self.parent_widget = parent_widget
         self.selected_label = 1
+        #: What the eraser means at commit (see ``napari_sgnet.app.review.ERASER_MEANINGS``).
+        self.eraser = ERASER_UNLABELLED
         self._committing = False
         self._autosaving = False
         self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
@@ -105,6 +111,8 @@ class ReviewActions(QObject):
         self.session.set_edit_labels(layer.data)
         layer.selected_label = self.selected_label
         layer.brush_size = max(2, min(edit.box.w, edit.box.h) // 40)
+        watch_edit_layer(layer, self.session.palette, self.session.um_per_px(),
+                         self._on_layer_label, self.brush_changed.emit)
         layer.mode = "paint"
         self.viewer.layers.selection.active = layer
         self._autosave_timer.start()
@@ -117,6 +125,12 @@ class ReviewActions(QObject):
         layer = self.c.layer("edit")
         if layer is not None:
             layer.selected_label = self.selected_label
+
+    def _on_layer_label(self, label: int) -> None:
+        """The edit layer's label changed (napari's controls or keys): tell the dock."""
+        if label:
+            self.selected_label = int(label)
+        self.label_changed.emit(int(label))
 
     def _remove_edit_layer(self) -> None:
         self._autosave_timer.stop()
@@ -169,13 +183,21 @@ class ReviewActions(QObject):
         if session is None or session.edit is None or self._committing:
             self.c.say("No edit to commit.")
             return None
+        edit = session.edit
+        labels = np.asarray(edit.labels)
+        try:  # on the main thread, before anything is frozen or written
+            session.check_palette_labels(labels, labels != edit.original, edit.box)
+        except ReviewError as exc:
+            self.c.say(str(exc))
+            show_warning(str(exc))
+            return None
         layer = self.c.layer("edit")
         if layer is not None:  # freeze the crop: strokes after this point would be lost
             layer.mode = "pan_zoom"
             layer.editable = False
         self._committing = True
         self._autosave_timer.stop()
-        worker = function_worker(session.commit, author=_user())
+        worker = function_worker(session.commit, author=_user(), eraser=self.eraser)
         worker.returned.connect(self._on_committed)
         worker.errored.connect(self._on_commit_error)
         start_worker(worker)
@@ -186,8 +208,37 @@ class ReviewActions(QObject):
         self._committing = False
         self._remove_edit_layer()
         self.c.refresh_layers()
-        self.c.say(f"Committed {record['pixels']:,} changed pixels to the label store.")
+        text = f"Committed {record['pixels']:,} changed pixels to the label store."
+        if record.get("unlabelled"):
+            text += (f" {record['unlabelled']:,} erased pixels are unlabelled: the next run "
+                     "predicts them again.")
+        self.c.say(text + " Undo last commit reverts it.")
         self.committed.emit(record)
+
+    def undo_commit(self) -> Any:
+        """Undo the newest commit on a worker thread; returns the worker (or ``None``)."""
+        session = self.session
+        if session is None or self._committing:
+            self.c.say("Nothing to undo.")
+            return None
+        if session.edit is not None:
+            self.c.say("Commit or discard the open edit before undoing a commit.")
+            return None
+        worker = function_worker(session.undo_commit)
+        worker.returned.connect(self._on_undone)
+        worker.errored.connect(self.c.report_error)
+        start_worker(worker)
+        self.c.say("Undoing the last commit...")
+        return worker
+
+    def _on_undone(self, result: dict[str, Any] | None) -> None:
+        if result is None:
+            self.c.say("Nothing to undo: no commit in the history.")
+        else:
+            self.c.refresh_layers()
+            self.c.say(f"Undid the commit of {result['time']}; {result['left']} more can be "
+                       "undone.")
+        self.undone.emit(result)
 
     def _on_commit_error(self, exc: BaseException) -> None:
         self._committing = False
@@ -239,30 +290,31 @@ class ReviewActions(QObject):
         if session is None:
             self.c.say("Run the model first: there is no confidence to review yet.")
             return None
-        from napari_sgnet.io.uncertainty import next_uncertain_region
-
-        size = min(max(session.store.tile * 4, 512), session.max_edit_side)
-        worker = function_worker(next_uncertain_region, session.store, session.reviewed, size)
+        worker = function_worker(session.next_region)
         worker.returned.connect(self._go_to_region)
         worker.errored.connect(self.c.report_error)
         self.c.say("Looking for the least confident region...")
         start_worker(worker)
         return worker
 
-    def _go_to_region(self, box: Box | None) -> None:
+    def _go_to_region(self, found: tuple[Any, int]) -> None:
         session = self.session
-        if box is None or session is None:
-            self.c.say("Every predicted region has been reviewed.")
+        region, left = found
+        if region is None or session is None:
+            self.c.say("No region left to review: every region with predicted tissue has been "
+                       "reviewed (regions mostly glass or not predicted are skipped).")
             self.region_shown.emit(None)
             return
-        session.mark_reviewed(box)
+        session.show_region(region)
+        box = region.box
         center, zoom = session.camera_for(box, tuple(self.viewer.canvas.size))
         camera = camera_of(self.viewer)
         camera.center, camera.zoom = center, zoom
-        self.c.say(
-            f"Least confident region not yet reviewed: {box.w} x {box.h} label pixels at "
-            f"({box.x}, {box.y}). Edit region to correct it, or Next for the next one."
-        )
+        why = ("unlabelled tissue (erased to let the model predict again): run on view"
+               if region.reason == "unlabelled" else
+               f"uncertainty {region.score:.2f} (mean 1 - confidence over its predicted tissue)")
+        after = (f"{left} more to review" if left else "this is the last region to review")
+        self.c.say(f"Region {region.describe()}: {why}. Edit region to correct it; {after}.")
         self.region_shown.emit(box)
 
     # ------------------------------------------------------------------ closing

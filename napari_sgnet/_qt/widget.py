@@ -24,11 +24,13 @@ from qtpy.QtWidgets import (
     QMainWindow,
     QProgressBar,
     QPushButton,
+    QRadioButton,
     QSlider,
     QVBoxLayout,
     QWidget,
 )
 
+from napari_sgnet._napari.session import PREDICTION_NAME
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.exports import ExportActions
@@ -36,9 +38,19 @@ from napari_sgnet._qt.geojson_drop import GeoJSONDrop
 from napari_sgnet._qt.model_picker import ModelPicker
 from napari_sgnet._qt.palette_view import PaletteView
 from napari_sgnet._qt.review_actions import ReviewActions
+from napari_sgnet._qt.review_controls import (
+    SHORTCUTS,
+    ActivityProgress,
+    ConfidenceLegend,
+    install_shortcuts,
+    labels_model_name,
+    provenance_text,
+    scrolled,
+)
 from napari_sgnet._qt.workers import function_worker, start_worker
 from napari_sgnet.app.exports import DOCK_EXPORT_KINDS, EXPORTS
 from napari_sgnet.app.models import ModelChoice
+from napari_sgnet.app.review import ERASER_MEANINGS
 from napari_sgnet.app.state import AppState, state_for
 from napari_sgnet.inference.ood import OODResult
 from napari_sgnet.inference.request import DEVICES
@@ -48,9 +60,9 @@ __all__ = ["SGNetWidget"]
 log = logging.getLogger(__name__)
 
 
-def _button(text: str, tip: str, slot: Any) -> QPushButton:
+def _button(text: str, tip: str, slot: Any, shortcut: str | None = None) -> QPushButton:
     button = QPushButton(text)
-    button.setToolTip(tip)
+    button.setToolTip(f"{tip} ({SHORTCUTS[shortcut]})" if shortcut else tip)
     button.clicked.connect(lambda *_: slot())
     return button
 
@@ -101,7 +113,11 @@ class SGNetWidget(QWidget):
         self._guarded = 0  # id() of the window with the close guard (no strong reference)
         self._shut = False
         self._close_guard = _CloseGuard(self)
-        layout = QVBoxLayout(self)
+        self._shortcuts: list[Any] = []
+        self.activity = ActivityProgress("SGNet: predicting")
+        content = QWidget()
+        self.scroll = scrolled(content, self)
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self._model_box())
         layout.addWidget(self._run_box())
@@ -141,7 +157,7 @@ class SGNetWidget(QWidget):
         grid = QGridLayout(box)
         c = self.controller
         self.run_view_btn = _button("Run on view", "Predict what you see, centre first.",
-                                    c.run_on_view)
+                                    c.run_on_view, "run_view")
         self.run_slide_btn = _button("Run whole slide", "Predict every tile of the slide "
                                      "(resumes where a previous run stopped).", c.run_whole_slide)
         self.follow_check = QCheckBox("Follow the view (re-run after pan / zoom)")
@@ -186,6 +202,10 @@ class SGNetWidget(QWidget):
         self.confidence_check.toggled.connect(self.controller.set_confidence_visible)
         row.addWidget(self.confidence_check)
         lay.addLayout(row)
+        self.legend = ConfidenceLegend()
+        self.legend.setVisible(False)
+        self.confidence_check.toggled.connect(self.legend.setVisible)
+        lay.addWidget(self.legend)
         form = QFormLayout()
         self.opacity_slider = QSlider(Qt.Horizontal)
         self.opacity_slider.setRange(0, 100)
@@ -199,16 +219,38 @@ class SGNetWidget(QWidget):
         box = QGroupBox("Review and correct")
         grid = QGridLayout(box)
         r = self.review
-        self.next_btn = _button("Next uncertain region", "Go to the least confident region "
-                                "not reviewed yet.", r.next_uncertain)
+        self.next_btn = _button("Next uncertain region", "Go to the most uncertain region "
+                                "of predicted tissue not reviewed yet.", r.next_uncertain, "next")
         self.edit_btn = _button("Edit region", "Open the labels in view at full resolution "
-                                "for the brush, eraser and fill.", r.edit_region)
-        self.commit_btn = _button("Commit", "Save the correction; later runs keep it.", r.commit)
-        self.discard_btn = _button("Discard", "Drop the correction.", r.discard)
+                                "for the brush, eraser and fill.", r.edit_region, "edit")
+        self.commit_btn = _button("Commit", "Save the correction; later runs keep it.", r.commit,
+                                  "commit")
+        self.discard_btn = _button("Discard", "Drop the correction.", r.discard, "discard")
+        self.undo_btn = _button("Undo last commit", "Put back the labels, confidence and "
+                                "edited mark as they were before the last commit.",
+                                r.undo_commit)
+        self.brush_label = QLabel("")
+        self.brush_label.setObjectName("sgnet_brush_label")
+        self.eraser_buttons: dict[str, QRadioButton] = {}
+        eraser = QGroupBox("The eraser (E) means")
+        eraser_lay = QVBoxLayout(eraser)
+        for meaning, text in ERASER_MEANINGS.items():
+            radio = QRadioButton(text)
+            radio.setChecked(meaning == r.eraser)
+            radio.toggled.connect(lambda on, m=meaning: on and setattr(r, "eraser", m))
+            self.eraser_buttons[meaning] = radio
+            eraser_lay.addWidget(radio)
+        self.provenance_label = QLabel(provenance_text(None))
+        self.provenance_label.setWordWrap(True)
+        self.provenance_label.setObjectName("sgnet_provenance")
         grid.addWidget(self.next_btn, 0, 0, 1, 2)
         grid.addWidget(self.edit_btn, 1, 0, 1, 2)
         grid.addWidget(self.commit_btn, 2, 0)
         grid.addWidget(self.discard_btn, 2, 1)
+        grid.addWidget(self.undo_btn, 3, 0, 1, 2)
+        grid.addWidget(self.brush_label, 4, 0, 1, 2)
+        grid.addWidget(eraser, 5, 0, 1, 2)
+        grid.addWidget(self.provenance_label, 6, 0, 1, 2)
         self._on_edit_changed(False)
         return box
 
@@ -225,6 +267,12 @@ class SGNetWidget(QWidget):
         self.store_label.setWordWrap(True)
         self.store_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         grid.addWidget(self.store_label, 2, 0, 1, 2)
+        for row, kind in enumerate(self.exports.options.forms, start=3):
+            group = QGroupBox(f"{EXPORTS[kind].title} options")
+            group_lay = QVBoxLayout(group)
+            group_lay.setContentsMargins(4, 4, 4, 4)
+            group_lay.addWidget(self.exports.options.forms[kind].native)
+            grid.addWidget(group, row, 0, 1, 2)
         return box
 
     # ------------------------------------------------------------------ wiring
@@ -246,6 +294,13 @@ class SGNetWidget(QWidget):
         self.review.edit_changed.connect(self._on_edit_changed)
         self.exports.progress.connect(self._on_progress)
         c.shown.connect(self.state.note_run_event)  # a run's check of the tiles it predicted
+        self.review.label_changed.connect(self.palette_view.select_label)
+        self.review.brush_changed.connect(self.brush_label.setText)
+        c.progress.connect(self.activity.update)  # also in napari's activity panel
+        c.busy.connect(lambda on: on or self.activity.close())
+        for signal in (c.shown, self.review.committed, self.review.undone):
+            signal.connect(self._show_provenance)
+        self.state.events.session.connect(self._show_provenance)
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, max(total, 1))
@@ -259,6 +314,23 @@ class SGNetWidget(QWidget):
     def _on_edit_changed(self, editing: bool) -> None:
         self.commit_btn.setEnabled(editing)
         self.discard_btn.setEnabled(editing)
+        self.undo_btn.setEnabled(not editing)
+        if not editing:
+            self.brush_label.setText("")
+
+    def _show_provenance(self, *_: Any) -> None:
+        """Which model made the labels on screen, with the research-use notice (dock + canvas)."""
+        if self._shut:
+            return
+        session = self.state.session
+        text = provenance_text(session.store if session is not None else None)
+        self.provenance_label.setText(text)
+        layer = self.controller.layer("prediction")
+        if layer is not None and session is not None:
+            layer.metadata.setdefault("napari_sgnet", {})["provenance"] = text
+            name = f"{PREDICTION_NAME} ({labels_model_name(session.store)})"
+            if layer.name != name:  # the layer list names the model of the labels shown
+                layer.name = name
 
     def _update_store_label(self, path: Path | None = None) -> None:
         path = self.state.store_path
@@ -358,6 +430,11 @@ class SGNetWidget(QWidget):
         if window is not None and id(window) != self._guarded:
             window.installEventFilter(self._close_guard)
             self._guarded = id(window)
+            self._shortcuts = install_shortcuts(window, {
+                "run_view": self.run_view_btn.click, "next": self.next_btn.click,
+                "edit": self.edit_btn.click, "commit": self.commit_btn.click,
+                "discard": self.discard_btn.click,
+            })
 
     def shutdown(self) -> None:
         """Keep the edit (autosave), stop the running job, stop listening (window closing)."""
@@ -370,6 +447,10 @@ class SGNetWidget(QWidget):
         self.controller.shutdown()
         for signal, slot in self._state_slots():
             signal.disconnect(slot)
+        self.state.events.session.disconnect(self._show_provenance)
+        self.activity.close()
+        for shortcut in self._shortcuts:
+            shortcut.setEnabled(False)
 
     def closeEvent(self, event: Any) -> None:
         """The dock is closed: the same tidying up as when the window closes."""

@@ -29,9 +29,13 @@ from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import Palette
 
 __all__ = [
+    "ERASER_BACKGROUND",
+    "ERASER_MEANINGS",
+    "ERASER_UNLABELLED",
     "MAX_EDIT_SIDE",
     "MAX_VIEW_TILES",
     "EditRegion",
+    "OutOfPaletteError",
     "RegionTooLargeError",
     "ReviewError",
     "ReviewSession",
@@ -54,6 +58,21 @@ class ReviewError(UserInputError, RuntimeError):
 
 class RegionTooLargeError(ReviewError):
     """The requested edit crop is larger than the cap."""
+
+
+class OutOfPaletteError(ReviewError):
+    """An edit holds a label id that is not a class of the store's palette."""
+
+
+#: The eraser means "unlabelled": the model predicts the erased pixels again.
+ERASER_UNLABELLED = "unlabelled"
+#: The eraser means "background": erased pixels become the palette's first class.
+ERASER_BACKGROUND = "background"
+#: What the eraser (label 0) can mean at commit, with the words the dock shows.
+ERASER_MEANINGS = {
+    ERASER_UNLABELLED: "Unlabelled: let the model predict here again",
+    ERASER_BACKGROUND: "Background (the first class, e.g. Stroma/background)",
+}
 
 
 def store_transform(
@@ -193,6 +212,8 @@ class ReviewSession:
         self.slide_translate: tuple[float, float] = (float(slide_translate[0]),
                                                      float(slide_translate[1]))
         self.max_edit_side = int(max_edit_side)
+        #: Side of the review queue's regions, µm (see :mod:`napari_sgnet.app.review_queue`).
+        self.region_um = 256.0
         self.record = store.review
         self.edit: EditRegion | None = None
         # Serialises autosaves (which may run on a worker thread) with commit / discard,
@@ -330,35 +351,117 @@ class ReviewSession:
             edit._saved = snapshot
             return True
 
-    def commit(self, *, author: str | None = None, message: str | None = None) -> dict[str, Any]:
+    def um_per_px(self) -> float | None:
+        """µm per store level-0 pixel (``None`` when the slide's µm/px is unknown)."""
+        mpp = self.slide.mpp
+        return float(mpp) * self.store.base_downsample if mpp else None
+
+    def check_palette_labels(self, labels: np.ndarray, changed: np.ndarray, box: Box) -> None:
+        """Refuse changed pixels whose label is not a palette class.
+
+        Raises
+        ------
+        OutOfPaletteError
+            Naming the label, how many pixels hold it and where the first one is
+            (store level-0 pixels and µm of the slide).
+        """
+        n = self.palette.num_classes
+        bad = changed & (labels > n)
+        if not bad.any():
+            return
+        values, counts = np.unique(labels[bad], return_counts=True)
+        ys, xs = np.nonzero(bad)  # row-major: the first is the top-left-most
+        x, y = box.x + int(xs[0]), box.y + int(ys[0])
+        um = self.um_per_px()
+        where = f"label pixel ({x}, {y})"
+        if um:
+            where += f", {x * um:,.0f} x {y * um:,.0f} µm on the slide"
+        names = ", ".join(f"{i + 1} {c}" for i, c in enumerate(self.palette.names))
+        found = ", ".join(f"label {int(v)} ({int(c):,} pixels)" for v, c in zip(values, counts,
+                                                                                  strict=True))
+        raise OutOfPaletteError(
+            f"Not committed: {found} is not a class of the palette {self.palette.name!r} "
+            f"({names}); the first is at {where}. Repaint those pixels with a class from the "
+            "list, or Discard."
+        )
+
+    def commit(self, *, author: str | None = None, message: str | None = None,
+               eraser: str = ERASER_UNLABELLED) -> dict[str, Any]:
         """Write the person's changes to the store and close the edit.
 
         Only changed pixels are written and marked edited (later runs keep them);
         predictions that landed under the crop while it was open are kept elsewhere.
-        The region counts as reviewed.
+        The region counts as reviewed. Pixels erased (label 0) mean ``eraser``:
+        :data:`ERASER_UNLABELLED` (confidence 0, not edited, their tiles predicted
+        again by the next run; review goes there) or :data:`ERASER_BACKGROUND` (the
+        palette's first class, edited). The commit can be undone (:meth:`undo_commit`).
 
         Returns
         -------
         dict
             The store's commit record (``pixels`` is 0 when nothing changed).
+
+        Raises
+        ------
+        OutOfPaletteError
+            When a changed pixel holds a label that is no palette class (nothing written).
         """
+        if eraser not in ERASER_MEANINGS:
+            raise ValueError(f"eraser must be one of {sorted(ERASER_MEANINGS)}, got {eraser!r}")
         with self._lock:
             edit = self._require_edit()
-            labels = np.asarray(edit.labels, dtype=np.uint8)
+            labels = np.array(edit.labels, dtype=np.uint8, copy=True)
             changed = labels != edit.original
             if edit.imported is not None:
                 changed |= edit.imported
+            self.check_palette_labels(labels, changed, edit.box)
+            erased = changed & (labels == 0)
+            if eraser == ERASER_BACKGROUND:
+                labels[erased] = 1
             if changed.any():
                 extra = {"source": edit.source} if edit.source is not None else None
                 record = self.store.commit_edit(
-                    edit.box, labels, mask=changed, author=author, message=message, extra=extra
+                    edit.box, labels, mask=changed, author=author, message=message,
+                    unlabel_erased=(eraser == ERASER_UNLABELLED), extra=extra,
                 )
+                if eraser == ERASER_UNLABELLED and erased.any():
+                    ys, xs = np.nonzero(erased)
+                    self.record.add_unlabelled(Box.from_bounds(
+                        edit.box.x + int(xs.min()), edit.box.y + int(ys.min()),
+                        edit.box.x + int(xs.max()) + 1, edit.box.y + int(ys.max()) + 1))
             else:
                 record = {"time": now_iso(), "box": list(edit.box.as_tuple()), "pixels": 0}
             self.record.clear_pending()
             self.record.add_reviewed(edit.box)
             self.edit = None
             return record
+
+    def undo_commit(self) -> dict[str, Any] | None:
+        """Undo the newest commit (labels, confidence, edited mask and done-map as before).
+
+        Returns
+        -------
+        dict or None
+            ``{"box": Box, "time": str, "left": int}`` (``left``: commits that can
+            still be undone), or ``None`` when there is nothing to undo.
+
+        Raises
+        ------
+        ReviewError
+            While an edit is open (commit or discard it first).
+        """
+        with self._lock:
+            if self.edit is not None:
+                raise ReviewError("Commit or discard the open edit before undoing a commit.")
+            record = self.store.undo_commit()
+            if record is None:
+                return None
+            return {"box": record.box, "time": record.time, "left": len(self.store.history)}
+
+    @property
+    def undoable(self) -> int:
+        """Number of commits that can be undone."""
+        return len(self.store.history)
 
     def discard(self) -> None:
         """Drop the open edit and its autosave (the caller confirms with the person first)."""
@@ -381,3 +484,27 @@ class ReviewSession:
     def mark_reviewed(self, box: Box) -> None:
         """Mark a store level-0 region reviewed."""
         self.record.add_reviewed(box)
+
+    def review_queue(self) -> list[Any]:
+        """The regions still to review, most urgent first (see :mod:`.review_queue`)."""
+        from napari_sgnet.app.review_queue import rank_regions
+
+        return rank_regions(self.store, self.reviewed, unlabelled=self.record.unlabelled(),
+                            region_um=self.region_um)
+
+    def next_region(self) -> tuple[Any, int]:
+        """The next region to review and how many are left after it (it is not marked).
+
+        Returns
+        -------
+        (QueueRegion or None, int)
+            ``(None, 0)`` when every region with predictions is reviewed.
+        """
+        queue = self.review_queue()
+        return (queue[0], len(queue) - 1) if queue else (None, 0)
+
+    def show_region(self, region: Any) -> None:
+        """Record that review showed ``region`` (a :class:`QueueRegion`): it is not shown again."""
+        self.mark_reviewed(region.box)
+        if region.reason == "unlabelled":
+            self.record.remove_unlabelled(region.box)

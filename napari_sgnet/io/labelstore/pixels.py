@@ -108,9 +108,12 @@ class LabelPixels:
         self.labels[hull.slices()] = new_l
         self.confidence[hull.slices()] = new_c
 
-    def write_edit(self, box: Box, labels: np.ndarray, mask: np.ndarray | None) -> int:
+    def write_edit(self, box: Box, labels: np.ndarray, mask: np.ndarray | None,
+                   *, unlabel_erased: bool = False) -> int:
         """Write a person's labels into ``box``: changed pixels get confidence 255 and
         the edited mark. ``mask`` picks the pixels (default: those whose label changed).
+        With ``unlabel_erased``, written pixels whose new label is 0 become *unlabelled*
+        instead: confidence 0 and no edited mark, so the next run predicts them again.
 
         Returns
         -------
@@ -133,6 +136,11 @@ class LabelPixels:
         cur_l[rel.slices()] = np.where(changed, labels, cur_l[rel.slices()])
         cur_c[full] = 255
         cur_e[full] = 1
+        if unlabel_erased:
+            erased = np.zeros((hull.h, hull.w), dtype=bool)
+            erased[rel.slices()] = changed & (labels == 0)
+            cur_c[erased] = 0
+            cur_e[erased] = 0
         self.labels[hull.slices()] = cur_l
         self.confidence[hull.slices()] = cur_c
         self.edited[hull.slices()] = cur_e

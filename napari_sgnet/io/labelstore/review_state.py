@@ -7,7 +7,9 @@ travels with the store and is there again when the slide is reopened:
   arrays of an uncommitted edit crop. An autosave writes the slot *not* in use and
   only then points the group's attributes at it, so a crash in the middle of an
   autosave leaves the previous autosave intact.
-- attributes: ``{"pending": {...} | None, "reviewed": [[x, y, w, h], ...]}``.
+- attributes: ``{"pending": {...} | None, "reviewed": [[x, y, w, h], ...],
+  "unlabelled": [[x, y, w, h], ...]}``; ``unlabelled`` lists the boxes a person erased
+  to "unlabelled" (let the model predict there again), so review can send them there.
 
 It is one component of :class:`~napari_sgnet.io.labelstore.store.LabelStore`
 (``store.review``) and writes under the store's own lock (its
@@ -129,6 +131,26 @@ class ReviewRecord:
             reviewed = list(group.attrs.get("reviewed", []))
             reviewed.append(list(box.as_tuple()))
             group.update_attributes({"reviewed": reviewed})
+
+    def unlabelled(self) -> list[Box]:
+        """Boxes holding pixels a person erased to "unlabelled", oldest first."""
+        return [Box(*map(int, b)) for b in self._attrs().get("unlabelled", [])]
+
+    def add_unlabelled(self, box: Box) -> None:
+        """Record a box holding pixels erased to "unlabelled"."""
+        with self._guard.writing("save review state"):
+            group = self._writable_group()
+            boxes = list(group.attrs.get("unlabelled", []))
+            boxes.append(list(box.as_tuple()))
+            group.update_attributes({"unlabelled": boxes})
+
+    def remove_unlabelled(self, region: Box) -> None:
+        """Forget the unlabelled boxes meeting ``region`` (review has shown them)."""
+        with self._guard.writing("save review state"):
+            group = self._writable_group()
+            boxes = [b for b in group.attrs.get("unlabelled", [])
+                     if Box(*map(int, b)).intersect(region).is_empty]
+            group.update_attributes({"unlabelled": boxes})
 
     # ------------------------------------------------------------------ pending edit
     def save_pending(self, box: Box, labels: np.ndarray, original: np.ndarray, saved: str) -> None:

@@ -24,6 +24,7 @@ from napari_sgnet.errors import StoreError
 from napari_sgnet.geometry import Box
 from napari_sgnet.io.labelstore import atomic
 from napari_sgnet.io.labelstore.guard import GuardedArray, StoreGuard
+from napari_sgnet.io.labelstore.history import CommitHistory, UndoRecord
 from napari_sgnet.io.labelstore.layout import (
     PROBABILITIES,
     StoreLayout,
@@ -106,6 +107,7 @@ class LabelStore:
         self.records = StoreRecords(group, self._guard, meta)
         self.pyramid = LabelPyramid(levels, self.layout.chunk)
         self.review = ReviewRecord(self._guard)
+        self.history = CommitHistory(self._guard, self.pixels)
         self._labels = self.pyramid.levels
         #: The old store an ``overwrite`` moved aside, until the first commit (see ``atomic``).
         self.replaced: Path | None = None
@@ -490,9 +492,10 @@ class LabelStore:
         mask: np.ndarray | None = None,
         author: str | None = None,
         message: str | None = None,
+        unlabel_erased: bool = False,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Commit a person's correction of a level-0 box.
+        """Commit a person's correction of a level-0 box (undoable: :meth:`undo_commit`).
 
         Parameters
         ----------
@@ -504,6 +507,10 @@ class LabelStore:
             Pixels the person touched. Defaults to the pixels whose label changed.
         author, message : str, optional
             Recorded with the commit.
+        unlabel_erased : bool
+            Written pixels whose new label is 0 become unlabelled (confidence 0, not
+            edited) and their tiles go back to "to do" in the done-map, so the next run
+            predicts them again; otherwise they are a corrected "no label".
         extra : dict, optional
             More JSON fields of the commit record (e.g. an import's ``source``).
 
@@ -511,21 +518,42 @@ class LabelStore:
         -------
         dict
             The commit record (also appended to the store's ``commits``).
+
+        Raises
+        ------
+        ValueError
+            When ``labels`` hold an id outside ``0..num_classes`` (nothing is written).
         """
         self._guard.check_writable()
         self.pixels.check_box(box, labels)
         labels = np.asarray(labels, dtype=np.uint8)
         with self._guard.writing():
-            pixels = self.pixels.write_edit(box, labels, mask)
+            current = np.asarray(self.pixels.labels[box.slices()])
+            changed = labels != current if mask is None else np.asarray(mask, dtype=bool)
+            if changed.shape != labels.shape:
+                raise ValueError(f"mask shape {changed.shape} != labels {labels.shape}")
+            top = int(labels[changed].max()) if changed.any() else 0
+            if top > self.palette.num_classes:
+                raise ValueError(f"label id {top} is not a class of palette "
+                                 f"{self.palette.name!r} (ids 0..{self.palette.num_classes}); "
+                                 f"nothing written to {self.path}")
+            done_reset = self._erased_tiles(box, changed & (labels == 0)) if unlabel_erased else []
+            time = now_iso()
+            self.history.save(box, changed, time=time, commit=len(self.commits), done=done_reset)
+            pixels = self.pixels.write_edit(box, labels, changed, unlabel_erased=unlabel_erased)
+            if done_reset:
+                self.pixels.mark_done(np.array([d[:2] for d in done_reset], dtype=np.int64), 0)
             self.pyramid.update([box])
             record = {
-                "time": now_iso(),
+                "time": time,
                 "box": list(box.as_tuple()),
                 "pixels": pixels,
                 "author": author,
                 "message": message,
                 **(extra or {}),
             }
+            if done_reset:
+                record["unlabelled"] = int((changed & (labels == 0)).sum())
             self.records.add_commit(record)
         return record
 
@@ -554,11 +582,18 @@ class LabelStore:
         dict
             The commit record: like :meth:`commit_edit`'s, ``box`` being the union of the
             boxes written and ``pixels`` their total, plus ``extra``.
+
+        Notes
+        -----
+        An import can cover the whole slide, so it keeps no undo record: it ends the undo
+        history (the commits before it can no longer be undone either, since undoing them
+        would write under the imported pixels).
         """
         self._guard.check_writable()
         boxes: list[Box] = []
         total = 0
         with self._guard.writing():
+            self.history.clear()
             for box, labels, mask in blocks:
                 self.pixels.check_box(box, labels, mask)
                 total += self.pixels.write_edit(box, np.asarray(labels, dtype=np.uint8), mask)
@@ -584,6 +619,40 @@ class LabelStore:
                 **(extra or {}),
             }
             self.records.add_commit(record)
+        return record
+
+    def _erased_tiles(self, box: Box, erased: np.ndarray) -> list[tuple[int, int, int]]:
+        """``(ty, tx, done value)`` of the tiles holding an erased pixel of ``box``."""
+        ys, xs = np.nonzero(erased)
+        if not ys.size:
+            return []
+        t = self.tile
+        tiles = np.unique(np.stack([(ys + box.y) // t, (xs + box.x) // t], axis=1), axis=0)
+        done = np.asarray(self.pixels.done[...])
+        return [(int(ty), int(tx), int(done[ty, tx])) for ty, tx in tiles]
+
+    def undo_commit(self) -> UndoRecord | None:
+        """Undo the newest commit still in the history (see :mod:`.history`).
+
+        Labels, confidence and the edited mark of the pixels it wrote, and the done-map
+        entries it reset, are back as they were; the coarser levels are recomputed and
+        the commit's record is marked ``undone``. Returns ``None`` when there is nothing
+        to undo (at most :data:`~napari_sgnet.io.labelstore.history.HISTORY_DEPTH`
+        commits can be undone).
+        """
+        self._guard.check_writable("undo a commit")
+        with self._guard.writing("undo a commit"):
+            record = self.history.undo_last()
+            if record is None:
+                return None
+            self.pyramid.update([record.box])
+
+            def _mark(meta: dict[str, Any]) -> None:
+                commits = meta.get("commits", [])
+                if 0 <= record.commit < len(commits):
+                    commits[record.commit]["undone"] = now_iso()
+
+            self.records.update(_mark)
         return record
 
     # ------------------------------------------------------------------ reading
