@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from napari_sgnet.io.working import working_level
 
     progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
-    pyramid = open_pyramid(args.slide, mpp=args.mpp, cache_dir=args.cache_dir, progress=progress)
+    pyramid = open_pyramid(
+        args.slide, mpp=args.mpp, cache_dir=args.cache_dir, progress=progress, build_cache=False
+    )
     model_mpp = getattr(args, "model_mpp", None)
     work = None if model_mpp is None else working_level(pyramid, model_mpp)
     if args.json:
