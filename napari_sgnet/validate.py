@@ -24,10 +24,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from napari_sgnet.errors import OptionError, ResourceLimitError, UserInputError
 
@@ -42,6 +45,7 @@ __all__ = [
     "check_mpp",
     "check_number",
     "check_read",
+    "json_depth_problem",
     "mpp_problem",
     "resource_limits",
 ]
@@ -313,3 +317,27 @@ def check_read(
             f"reading {what} as one {dims} array would decode {_bytes_words(n)}, more than the "
             f"decode budget of {_bytes_words(limits.max_read_bytes)} (${MAX_READ_BYTES_ENV})",
         )
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+
+#: JSON nesting a header or config written by napari-sgnet never comes near.
+MAX_JSON_DEPTH = 64
+
+
+def json_depth_problem(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why JSON ``text`` is too deeply nested to parse safely, or None.
+
+    Counts brackets outside strings (vectorised), so a 200,000-deep header is refused
+    before :func:`json.loads` recurses into it.
+    """
+    data = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    bare = _JSON_STRING.sub(b"", data)
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int64) - np.isin(codes, _CLOSE).astype(np.int64)
+    deepest = int(np.cumsum(steps).max()) if steps.size else 0
+    if deepest > max_depth:
+        return f"JSON nested {deepest} levels deep (more than {max_depth})"
+    return None

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from napari_sgnet.cli._checks import check_args
 from napari_sgnet.errors import report_failure
 
 __all__ = [
@@ -72,12 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        check_args(args, _subparser(parser, args.command))
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # user errors: a message; anything else: traceback logged too
         return exit_code_for(exc, f"napari-sgnet {args.command}")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(command)
+            return found if isinstance(found, argparse.ArgumentParser) else None
+    return None
 
 
 def exit_code_for(exc: BaseException, context: str | None = None) -> int:
