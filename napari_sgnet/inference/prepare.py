@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from napari_sgnet.errors import SlideError, StoreError
+import numpy as np
+
+from napari_sgnet.errors import SlideError, StoreError, UnsupportedSlideError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
 from napari_sgnet.inference.request import InferenceRequest
@@ -53,6 +55,13 @@ def resolve_slide(request: InferenceRequest) -> Pyramid:
     warning = mpp_override_warning(pyramid)
     if warning is not None:
         log.warning("%s", warning)
+    dtype = np.dtype(pyramid.dtype)
+    if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
+        raise UnsupportedSlideError(
+            pyramid.source or pyramid.name,
+            f"has pixel type {dtype}; a model reads 8- or 16-bit unsigned or float slides "
+            "(convert it, e.g. with vips or bfconvert)",
+        )
     return pyramid
 
 
