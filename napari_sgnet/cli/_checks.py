@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_sgnet.cli._output import json_problem
 from napari_sgnet.errors import OptionError
 from napari_sgnet.validate import MPP_RANGE, check_int, check_number
 
@@ -133,6 +134,9 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     OptionError
         Naming the option, its bounds and the value given.
     """
+    problem = json_problem(getattr(args, "json", None))
+    if problem is not None:
+        raise OptionError(problem)
     folder_dest = OUTPUT_FOLDERS.get(str(getattr(args, "command", "")))
     folder = getattr(args, folder_dest, None) if folder_dest else None
     if folder_dest and folder is not None:

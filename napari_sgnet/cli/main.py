@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"napari_sgnet.cli.{name}_cmd")
         module.register(sub)
+    for command in sub.choices.values():  # one spelling everywhere: --quiet = --no-progress
+        if "--quiet" not in command._option_string_actions:
+            command.add_argument("--quiet", "-q", "--no-progress", dest="quiet",
+                                 action="store_true", help="no progress bars")
     return parser
 
 
@@ -72,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "quiet", False) or getattr(args, "progress", True) is False or getattr(
+        args, "no_progress", False
+    ):
+        os.environ["TQDM_DISABLE"] = "1"  # the bars drawn by code that takes no option
     try:
         check_args(args, _subparser(parser, args.command))
         return int(args.func(args) or EXIT_OK)

@@ -127,7 +127,7 @@ def prepare_store(
             )
         previous = store.model
         if previous is not None and previous.get("id") != info.model_id:
-            if not request.resume:
+            if not (request.resume and request.repredict_other_model):
                 raise StoreError(
                     path,
                     f"holds predictions of model {previous.get('id')}; pass resume to re-predict "
