@@ -319,14 +319,14 @@ class ModelConfig:
         with ``mpp: NaN``, ``sci_heads: 0`` or a 2^20 patch is refused with a message."""
         err = ConfigError
         check_int(self.patch_size, "patch_size", lo=32, hi=MAX_PATCH_SIZE, multiple_of=32,
-                  error=err)
-        check_number(self.context_factor, "context_factor", lo=1, hi=16, error=err)
+                  error=err, allow_str=False)
+        check_number(self.context_factor, "context_factor", lo=1, hi=16, error=err, allow_str=False)
         if self.mpp is not None:
-            check_mpp(self.mpp, "mpp", error=err)
-        check_int(self.sci_width, "sci_width", lo=1, hi=MAX_SCI_WIDTH, error=err)
-        check_int(self.sci_window, "sci_window", lo=1, hi=64, error=err)
-        check_int(self.sci_heads, "sci_heads", lo=1, hi=64, error=err)
-        check_int(self.sci_blocks, "sci_blocks", lo=0, hi=32, error=err)
+            check_mpp(self.mpp, "mpp", error=err, allow_str=False)
+        check_int(self.sci_width, "sci_width", lo=1, hi=MAX_SCI_WIDTH, error=err, allow_str=False)
+        check_int(self.sci_window, "sci_window", lo=1, hi=64, error=err, allow_str=False)
+        check_int(self.sci_heads, "sci_heads", lo=1, hi=64, error=err, allow_str=False)
+        check_int(self.sci_blocks, "sci_blocks", lo=0, hi=32, error=err, allow_str=False)
         if self.sci_width % self.sci_heads:
             raise ConfigError(
                 f"sci_width ({self.sci_width}) must be a multiple of sci_heads ({self.sci_heads})"
@@ -336,7 +336,8 @@ class ModelConfig:
             if not isinstance(values, (tuple, list)) or len(values) != 3:
                 raise ConfigError(f"{key} must be 3 numbers, got {values!r}")
             for v in values:
-                check_number(v, key, lo=0 if key == "mean" else 1e-6, hi=10, error=err)
+                lo = 0 if key == "mean" else 1e-6
+                check_number(v, key, lo=lo, hi=10, error=err, allow_str=False)
 
     @property
     def num_classes(self) -> int:

@@ -74,6 +74,7 @@ def check_number(
     unit: str = "",
     where: str | Path | None = None,
     error: type[UserInputError] = OptionError,
+    allow_str: bool = True,
 ) -> float:
     """``value`` as a finite float within ``[lo, hi]``, else a typed error naming ``name``.
 
@@ -91,6 +92,9 @@ def check_number(
         The file the value came from, prefixed to the message.
     error : type
         The :class:`~napari_sgnet.errors.UserInputError` subclass raised.
+    allow_str : bool
+        Whether a string holding a number is accepted (the command line) or refused as the
+        wrong type (a JSON config).
 
     Returns
     -------
@@ -102,7 +106,7 @@ def check_number(
         ``error`` when the value is not a number, not finite or out of range.
     """
     prefix = f"{where}: " if where is not None else ""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not allow_str):
         raise error(f"{prefix}{name} must be a number, got {value!r}")
     try:
         number = float(value)
@@ -137,10 +141,12 @@ def check_int(
     multiple_of: int | None = None,
     where: str | Path | None = None,
     error: type[UserInputError] = OptionError,
+    allow_str: bool = True,
 ) -> int:
     """``value`` as an int within ``[lo, hi]`` (and a multiple of ``multiple_of``).
 
-    Floats with a fraction, booleans, ``NaN`` and strings that are not integers are refused.
+    Floats with a fraction, booleans, ``NaN`` and strings that are not integers are refused
+    (any string when ``allow_str`` is False).
 
     Raises
     ------
@@ -148,7 +154,7 @@ def check_int(
         ``error`` naming ``name`` (and ``where``).
     """
     prefix = f"{where}: " if where is not None else ""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not allow_str):
         raise error(f"{prefix}{name} must be a whole number, got {value!r}")
     if isinstance(value, numbers.Integral):
         number = int(value)
@@ -187,10 +193,12 @@ def check_mpp(
     *,
     where: str | Path | None = None,
     error: type[UserInputError] = OptionError,
+    allow_str: bool = True,
 ) -> float:
     """A µm/px within :data:`MPP_RANGE` (finite, positive), else ``error`` naming ``name``."""
     lo, hi = MPP_RANGE
-    return check_number(value, name, lo=lo, hi=hi, unit="µm/px", where=where, error=error)
+    return check_number(value, name, lo=lo, hi=hi, unit="µm/px", where=where, error=error,
+                        allow_str=allow_str)
 
 
 @dataclass(frozen=True)

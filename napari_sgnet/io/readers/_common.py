@@ -23,7 +23,12 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import (
+    CorruptSlideError,
+    SlideError,
+    UnsupportedSlideError,
+    UserInputError,
+)
 from napari_sgnet.validate import check_declared_level, check_read, mpp_problem
 
 __all__ = [
@@ -123,7 +128,7 @@ def guard_open(path: Path, what: str) -> Iterator[None]:
     """Turn unexpected exceptions while parsing ``what`` into a :class:`CorruptSlideError`."""
     try:
         yield
-    except SlideError:
+    except UserInputError:  # a SlideError, or a limit set wrongly (OptionError)
         raise
     except MemoryError as exc:
         raise CorruptSlideError(path, f"{what} metadata is implausibly large ({exc})") from exc
