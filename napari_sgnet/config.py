@@ -17,6 +17,7 @@ from typing import Any
 
 from napari_sgnet.errors import UserInputError
 from napari_sgnet.palette import GLEASON, Palette
+from napari_sgnet.validate import check_int, check_mpp, check_number, json_depth_problem
 
 __all__ = [
     "BASELINE_INPUTS",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
+#: Upper bounds a model config's sizes are checked against (a larger value is a broken file).
+MAX_PATCH_SIZE = 4096
+MAX_SCI_WIDTH = 4096
+MAX_CONFIG_BYTES = 16 * 2**20
 
 #: What the baseline's general branch sees (``ModelConfig.baseline_input``): ``"local"`` the
 #: local patch at full resolution, ``"context"`` the surrounding patch downsampled to the
@@ -282,6 +287,7 @@ class ModelConfig:
     stain_normalisation: StainNormalisation | None = None
 
     def __post_init__(self) -> None:
+        self._check_ranges()
         if self.patch_size <= 0 or self.patch_size % 32:
             raise ConfigError(
                 f"patch_size must be a positive multiple of 32, got {self.patch_size}"
@@ -307,6 +313,31 @@ class ModelConfig:
             )
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"mean/std must be 3 values with std > 0: {self.mean}, {self.std}")
+
+    def _check_ranges(self) -> None:
+        """Type, finiteness and range of every number (the shared validator), so a config
+        with ``mpp: NaN``, ``sci_heads: 0`` or a 2^20 patch is refused with a message."""
+        err = ConfigError
+        check_int(self.patch_size, "patch_size", lo=32, hi=MAX_PATCH_SIZE, multiple_of=32,
+                  error=err, allow_str=False)
+        check_number(self.context_factor, "context_factor", lo=1, hi=16, error=err, allow_str=False)
+        if self.mpp is not None:
+            check_mpp(self.mpp, "mpp", error=err, allow_str=False)
+        check_int(self.sci_width, "sci_width", lo=1, hi=MAX_SCI_WIDTH, error=err, allow_str=False)
+        check_int(self.sci_window, "sci_window", lo=1, hi=64, error=err, allow_str=False)
+        check_int(self.sci_heads, "sci_heads", lo=1, hi=64, error=err, allow_str=False)
+        check_int(self.sci_blocks, "sci_blocks", lo=0, hi=32, error=err, allow_str=False)
+        if self.sci_width % self.sci_heads:
+            raise ConfigError(
+                f"sci_width ({self.sci_width}) must be a multiple of sci_heads ({self.sci_heads})"
+            )
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if not isinstance(values, (tuple, list)) or len(values) != 3:
+                raise ConfigError(f"{key} must be 3 numbers, got {values!r}")
+            for v in values:
+                lo = 0 if key == "mean" else 1e-6
+                check_number(v, key, lo=lo, hi=10, error=err, allow_str=False)
 
     @property
     def num_classes(self) -> int:
@@ -358,7 +389,8 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
-        if int(data.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
+        if check_int(data.get("version", CONFIG_VERSION), "version", lo=0,
+                     error=ConfigError) > CONFIG_VERSION:
             raise ConfigError(
                 f"model config version {data['version']} is newer than this napari-sgnet "
                 f"understands ({CONFIG_VERSION}); upgrade napari-sgnet"
@@ -395,8 +427,17 @@ class ModelConfig:
         """Read a ``config.json``; errors name the file."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    f"{path}: the model config is {path.stat().st_size} bytes, more than "
+                    f"the {MAX_CONFIG_BYTES} a config.json can plausibly need"
+                )
+            text = path.read_text()
+            problem = json_depth_problem(text)
+            if problem is not None:
+                raise ConfigError(f"{path}: cannot read model config: {problem}")
+            data = json.loads(text)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ConfigError(f"{path}: cannot read model config: {exc}") from exc
         try:
             return cls.from_dict(data)

@@ -21,6 +21,7 @@ __all__ = [
     "DeviceError",
     "Failure",
     "OptionError",
+    "ResourceLimitError",
     "SGNetError",
     "SlideError",
     "StoreError",
@@ -73,6 +74,11 @@ class UnsupportedSlideError(SlideError):
 
 class CorruptSlideError(SlideError):
     """The file claims a supported format but is empty, truncated or corrupt."""
+
+
+class ResourceLimitError(SlideError):
+    """The file declares more pixels, larger tiles or a bigger read than the limits allow
+    (see :func:`napari_sgnet.validate.resource_limits`); the message names the numbers."""
 
 
 class StoreError(SlideError):

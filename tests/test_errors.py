@@ -162,7 +162,7 @@ def test_cli_bad_option_value_is_a_user_error(
     slide = tmp_path / "ok.tif"
     tifffile.imwrite(slide, np.zeros((64, 64, 3), np.uint8), photometric="rgb")
     assert info(slide, "--mpp", "-1") == cli_main.EXIT_BAD_INPUT
-    assert "mpp must be a positive number" in capsys.readouterr().err
+    assert "--mpp must be between 0.05 and 100" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

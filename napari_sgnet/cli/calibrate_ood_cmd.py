@@ -10,9 +10,9 @@ so the model id, do not change. See ``docs/ood.md``.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 from napari_sgnet.errors import OptionError
 
 __all__ = ["DEFAULT_HELD_OUT", "register", "run"]
@@ -57,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the training-tile draw")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_json_option(p, "the statistics")
     p.set_defaults(func=run)
 
 
@@ -113,9 +113,8 @@ def run(args: argparse.Namespace) -> int:
                      "generator": "napari_sgnet.synthetic", "version": version,
                      "stain_shift": 0.0},
     )
-    if args.json:
-        print(json.dumps(reference.to_dict(), indent=2))
-    else:
+    emit_json(reference.to_dict(), args.json)
+    if not json_on_stdout(args):
         print(
             f"{card.path}: OOD statistics from {reference.n_tiles} training tiles (seeds "
             f"{args.train_seeds or seeds}); thresholds colour {reference.colour_threshold}, "

@@ -9,6 +9,7 @@ a label store under an output folder, exports the labels, and says where they ar
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whole", action="store_true", help="predict the whole slide")
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.set_defaults(func=run)
+
+
+def command_path(name: str) -> str:
+    """How to type console script ``name`` in a new shell: the bare name when it is on
+    ``PATH``, else its path beside the running Python (``.venv/bin/napari-sgnet``)."""
+    if shutil.which(name):
+        return name
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        try:
+            return str(candidate.relative_to(Path.cwd()))
+        except ValueError:
+            return str(candidate)
+    return name
 
 
 def _progress(ev: object) -> None:
@@ -128,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     for kind, path in exports.items():
         print(f"  {kind:<8} {path}")
     print("\nOpen them in napari (the slide with the labels over it):")
-    print(f"  napari {store_path}")
+    print(f"  {command_path('napari')} {store_path}")
     print("or review and correct them in the app (needs a display):")
-    print(f"  napari-sgnet demo --out {out}" + (f" --model {args.model}" if args.model else ""))
+    print(f"  {command_path('napari-sgnet')} demo --out {out}"
+          + (f" --model {args.model}" if args.model else ""))
     return 0

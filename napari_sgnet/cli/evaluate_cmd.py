@@ -15,7 +15,6 @@ as rows: "majority class" and the "tile-constant oracle" (which uses the truth).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.cli._output import add_json_option, emit_json
 from napari_sgnet.cli.evaluate_report import format_table
 from napari_sgnet.errors import OptionError, UserInputError
 
@@ -64,8 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         action="append",
-        required=True,
-        help="checkpoint folder, or a bundled name (sgnet, baseline); repeatable",
+        default=None,
+        help="checkpoint folder, or a bundled name (sgnet, baseline); repeatable "
+        "(default: the bundled sgnet model)",
     )
     p.add_argument(
         "--tile-size",
@@ -92,17 +93,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="UM",
         help="boundary F match tolerance in µm (default 16 = 4 px at 4 µm/px)",
     )
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", "-q", dest="progress", action="store_false",
+                   help="no progress bar")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", type=Path, default=None, help="also write the scores as JSON here")
+    add_json_option(p, "the scores")
     p.add_argument(
         "--record",
         action="store_true",
         help="store the scores in each model's config.json (metrics['test'])",
     )
     p.set_defaults(func=run)
+
+
+#: The model ``evaluate`` scores when no ``--model`` is given (the bundled SGNet).
+DEFAULT_MODEL = "sgnet"
 
 
 def _model_dir(spec: str) -> Path:
@@ -191,6 +197,11 @@ class _Progress:
 
         return update, close
 
+    def step(self, text: str) -> None:
+        """One ``evaluate: ...`` line on stderr for a stage that draws no bar."""
+        if self.enabled:
+            print(f"evaluate: {text}", file=sys.stderr, flush=True)
+
 
 def _scored_row(
     scores: list[Any], refs: list[Any], info: dict[str, Any], tolerance: tuple[float, float]
@@ -241,6 +252,8 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         raise OptionError("context-shuffle needs --batch-size 2 or more (a derangement per batch)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.model:
+        args.model = [DEFAULT_MODEL]
     progress = _Progress(getattr(args, "progress", True))
     tolerance_um = float(getattr(args, "boundary_tolerance", 16.0))
     sources = _slides(args)
@@ -276,6 +289,8 @@ def evaluate_models(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
                 # the truth of a slide at a resolution, and its seam reference on a grid, are
                 # the same for every model that shares them: computed once
                 if (config.mpp, i) not in truths:
+                    at = "" if config.mpp is None else f" at {config.mpp:g} µm/px"
+                    progress.step(f"slide {i + 1}/{len(sources)} {src.name}: reading the truth{at}")
                     truths[config.mpp, i] = slide_truth(src, config.mpp)
                 img, truth, tissue = truths[config.mpp, i]
                 mpp = img.mpp if img.mpp is not None else config.mpp
@@ -416,9 +431,7 @@ def run(args: argparse.Namespace) -> int:
         for scores in results.values():
             if scores["kind"] == "model":
                 _record(Path(scores["model"]), scores)
-    if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nscores written to {args.json}")
+    emit_json(results, args.json)
     return 0
 
 

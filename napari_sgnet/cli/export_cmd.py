@@ -113,7 +113,8 @@ def register(subparsers: Any) -> None:
         help="patches: items/<id>/ folders with a manifest (default) or flat "
         "images/ + masks/ PNGs with patches.csv",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "-q", "--no-progress", dest="quiet", action="store_true",
+                        help="no progress bar")
     parser.set_defaults(func=run)
 
 

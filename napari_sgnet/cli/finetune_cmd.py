@@ -8,12 +8,12 @@ Calls :func:`napari_sgnet.training.finetune.run.finetune` (the same function as 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 from napari_sgnet.errors import UserInputError
 
 __all__ = ["register", "run"]
@@ -75,8 +75,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_json_option(p, "the result")
+    p.add_argument("--no-progress", "--quiet", "-q", dest="no_progress", action="store_true",
+                   help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     except (UserInputError, FileNotFoundError) as exc:  # options; --model not found
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    callback, close = _progress_bar(not args.no_progress and not args.json)
+    callback, close = _progress_bar(not args.no_progress and not json_on_stdout(args))
     cancel = threading.Event()
     try:
         result = finetune(sources, model, args.out, config, progress=callback, cancel=cancel)
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": result.steps, "wall_time_s": round(result.wall_time_s, 2),
             "split": result.split, "device": result.device, "warnings": list(result.warnings),
         }
-        print(json.dumps(out, indent=2))
-    else:
+        emit_json(out, args.json)
+    if not json_on_stdout(args):
         print(_summary(result))
     return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 
 __all__ = ["register", "run"]
 
@@ -31,7 +32,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="also say which level a model at this µm/px reads, and how it is resampled",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON description instead")
+    add_json_option(parser, "the description")
     parser.set_defaults(func=run)
 
 
@@ -86,15 +87,18 @@ def run(args: argparse.Namespace) -> int:
     from napari_sgnet.io.working import working_level
 
     progress = None if args.json or not sys.stderr.isatty() else _progress_printer()
-    pyramid = open_pyramid(args.slide, mpp=args.mpp, cache_dir=args.cache_dir, progress=progress)
+    pyramid = open_pyramid(
+        args.slide, mpp=args.mpp, cache_dir=args.cache_dir, progress=progress, build_cache=False
+    )
     model_mpp = getattr(args, "model_mpp", None)
     work = None if model_mpp is None else working_level(pyramid, model_mpp)
     if args.json:
         described = describe(pyramid)
         if work is not None:
             described["working"] = work.record()
-        print(json.dumps(described, indent=2))
-        return 0
+        emit_json(described, args.json)
+        if json_on_stdout(args):
+            return 0
     print(pyramid.summary())
     meta = pyramid.metadata
     print(f"  format: {meta.get('format', 'unknown')}")

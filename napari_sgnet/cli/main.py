@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+from napari_sgnet.cli._checks import check_args
 from napari_sgnet.errors import report_failure
 
 __all__ = [
@@ -63,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SUBCOMMANDS:
         module = importlib.import_module(f"napari_sgnet.cli.{name}_cmd")
         module.register(sub)
+    for command in sub.choices.values():  # one spelling everywhere: --quiet = --no-progress
+        if "--quiet" not in command._option_string_actions:
+            command.add_argument("--quiet", "-q", "--no-progress", dest="quiet",
+                                 action="store_true", help="no progress bars")
     return parser
 
 
@@ -74,13 +80,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "quiet", False) or getattr(args, "progress", True) is False or getattr(
+        args, "no_progress", False
+    ):
+        os.environ["TQDM_DISABLE"] = "1"  # the bars drawn by code that takes no option
     try:
+        check_args(args, _subparser(parser, args.command))
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # user errors: a message; anything else: traceback logged too
         return exit_code_for(exc, f"napari-sgnet {args.command}")
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found = action.choices.get(command)
+            return found if isinstance(found, argparse.ArgumentParser) else None
+    return None
 
 
 def exit_code_for(exc: BaseException, context: str | None = None) -> int:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from napari_sgnet.app.store_paths import unique_store_path
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from napari_sgnet.errors import report_failure
 
@@ -100,11 +100,22 @@ def register(subparsers: Any) -> None:
     where.add_argument(
         "--scheduler", default=None, help="run on the dask.distributed scheduler at this address"
     )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip finished tiles; re-predict a store made with another model",
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--restart",
+        dest="resume",
+        action="store_false",
+        help="recompute every tile of an existing store (edits are kept); by default a run "
+        "resumes: finished tiles are skipped and a store made with another model is re-predicted",
     )
+    again.add_argument(
+        "--resume",
+        dest="explicit_resume",
+        action="store_true",
+        help="skip finished tiles (the default) and also re-predict a store made with another "
+        "model (edits are kept), which is otherwise refused",
+    )
+    p.set_defaults(resume=True, explicit_resume=False)
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -118,8 +129,9 @@ def register(subparsers: Any) -> None:
         action="store_false",
         help="run the model on glass too",
     )
-    p.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_json_option(p, "the summaries")
+    p.add_argument("--no-progress", "--quiet", "-q", dest="progress", action="store_false",
+                   help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -224,6 +236,7 @@ def _run_one(slide: Path, args: argparse.Namespace) -> dict[str, Any]:
         precision=args.precision,
         skip_glass=args.skip_glass,
         resume=args.resume,
+        repredict_other_model=args.explicit_resume,
         overwrite=args.overwrite,
         mpp=args.mpp,
         threads=args.threads,
@@ -271,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = _run_one(slide, args)
         except KeyboardInterrupt:
-            print(f"{slide}: cancelled; run again with --resume to continue", file=sys.stderr)
+            print(f"{slide}: cancelled; run the same command again to continue", file=sys.stderr)
             return EXIT_CANCELLED
         except Exception as exc:  # say what (traceback logged unless bad input), go on
             failure = report_failure(exc, log, f"predict {slide}")
@@ -283,8 +296,7 @@ def run(args: argparse.Namespace) -> int:
                 code = EXIT_ERROR if code == EXIT_OK else code
             continue
         summaries.append(summary)
-        if not args.json:
+        if not json_on_stdout(args):
             _print_summary(summary)
-    if args.json:
-        print(json.dumps(summaries, indent=2))
+    emit_json(summaries, args.json)
     return code

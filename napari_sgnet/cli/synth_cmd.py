@@ -96,7 +96,11 @@ def run(args: argparse.Namespace) -> int:
         for path in (image_path, labels_path, settings_path):
             if path.exists():
                 raise StoreError(path, "already exists; pass --overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise StoreError(out_dir, f"cannot create the output folder ({why})") from exc
 
     slide = generate_slide(config)
     total = 2 * sum(int(a.shape[0]) * int(a.shape[1]) for a in slide.image.levels)

@@ -172,6 +172,10 @@ def make_plan(
     )
 
 
+#: Tiles one plan may hold (each costs ~100 bytes in the plan, the done-map and the work list).
+MAX_PLAN_TILES = 4_000_000
+
+
 def grid_plan(
     width: int,
     height: int,
@@ -225,6 +229,12 @@ def grid_plan(
         )
     lvl_region = (region or Box(0, 0, width, height)).clip(width, height)
     tile = patch - 2 * overlap
+    n_tiles = (-(-lvl_region.w // tile)) * (-(-lvl_region.h // tile))
+    if n_tiles > MAX_PLAN_TILES:  # the plan, done-map and work list stay bounded in memory
+        raise RequestError(
+            f"the region needs {n_tiles} tiles of {tile} px, more than the {MAX_PLAN_TILES} one "
+            "run may plan; run on regions (--region) or with a model at a coarser µm/px"
+        )
     indices = [
         (b.y // tile, b.x // tile) for b in chunk_aligned_tiles(width, height, tile, lvl_region)
     ]

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_sgnet.errors import SlideError, StoreError
+import numpy as np
+
+from napari_sgnet.errors import SlideError, StoreError, UnsupportedSlideError
 from napari_sgnet.inference.models import ModelSpec, describe_model
 from napari_sgnet.inference.plan import TilePlan, WorkItem, make_plan
 from napari_sgnet.inference.predictor_base import Predictor
@@ -57,6 +59,13 @@ def resolve_slide(request: InferenceRequest) -> Pyramid:
     warning = mpp_override_warning(pyramid)
     if warning is not None:
         log.warning("%s", warning)
+    dtype = np.dtype(pyramid.dtype)
+    if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
+        raise UnsupportedSlideError(
+            pyramid.source or pyramid.name,
+            f"has pixel type {dtype}; a model reads 8- or 16-bit unsigned or float slides "
+            "(convert it, e.g. with vips or bfconvert)",
+        )
     return pyramid
 
 
@@ -169,7 +178,7 @@ def _open_or_create(
         pending: list[Callable[[LabelStore], None]] = []
         previous = store.model
         if previous is not None and previous.get("id") != info.model_id:
-            if not request.resume:
+            if not (request.resume and request.repredict_other_model):
                 raise StoreError(
                     path,
                     f"holds predictions of model {previous.get('id')}; pass resume to re-predict "

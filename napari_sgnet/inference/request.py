@@ -76,6 +76,9 @@ class InferenceRequest:
         with the new model (keeping edits) and ``False`` refuses.
     overwrite : bool
         Delete an existing store (including edits) and start afresh.
+    repredict_other_model : bool
+        With ``resume``: whether a store holding another model's predictions is re-predicted
+        (``True``) or refused (``False``: the CLI's default, which ``--resume`` lifts).
     order : {"raster", "center"}
         Tile order: row by row, or nearest to the region's centre first (viewports).
     mpp : float, optional
@@ -118,6 +121,7 @@ class InferenceRequest:
     glass_label: int | None = None
     resume: bool = True
     overwrite: bool = False
+    repredict_other_model: bool = True
     order: str = "raster"
     mpp: float | None = None
     prefetch: int = 2

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from napari_sgnet.registry.layout import CONFIG_NAME, ONNX_NAME, WEIGHTS_NAME, CheckpointError
+from napari_sgnet.validate import json_depth_problem
 
 __all__ = [
     "DIGEST_SCHEME",
@@ -117,9 +118,12 @@ def parse_safetensors_header(path: Path, prefix: bytes, size: int) -> tuple[dict
                 path, f"is a zip archive (torch.save format), not safetensors; {PICKLE_HINT}"
             )
         raise CheckpointError(path, f"{problem} (file of {size} bytes)")
+    depth_problem = json_depth_problem(prefix[8 : 8 + n])
+    if depth_problem is not None:
+        raise CheckpointError(path, f"corrupt safetensors header: {depth_problem}")
     try:
         header = json.loads(prefix[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(path, f"corrupt safetensors header: {exc}") from exc
     if not isinstance(header, dict):
         raise CheckpointError(path, "corrupt safetensors header: not a JSON object")

@@ -164,7 +164,11 @@ def train(
         log.info("resuming %s from step %d", out, state["step"])
     elif init_checkpoint is not None:
         _load_weights(model, Path(init_checkpoint), model_config)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise UserInputError(f"{out}: cannot create the output folder ({why})") from exc
     start = int(state["step"])
     history: list[dict[str, Any]] = list(state.get("history", []))
     best = float(state.get("best_score", -math.inf))

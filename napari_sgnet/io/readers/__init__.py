@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
 from napari_sgnet.errors import (
     CorruptSlideError,
-    OptionError,
     SlideError,
     UnsupportedSlideError,
 )
 from napari_sgnet.io.pyramid import Pyramid
+from napari_sgnet.io.readers._common import checked_file_mpp
 from napari_sgnet.io.readers.cache import CACHE_ENV, default_cache_dir
 from napari_sgnet.io.readers.flat import ProgressFn, open_flat_image
 from napari_sgnet.io.readers.omezarr import is_zarr_folder, open_omezarr
 from napari_sgnet.io.readers.openslide_reader import OPENSLIDE_EXTENSIONS, open_openslide
 from napari_sgnet.io.readers.probe import Probe, can_open, probe
 from napari_sgnet.io.readers.tiff import open_tiff
+from napari_sgnet.validate import check_mpp, mpp_problem
 
 __all__ = [
     "CACHE_ENV",
@@ -131,6 +131,7 @@ def open_pyramid(
     mpp: float | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: ProgressFn | None = None,
+    build_cache: bool = True,
 ) -> Pyramid:
     """Open a slide as a lazy :class:`~napari_sgnet.io.pyramid.Pyramid`.
 
@@ -149,6 +150,9 @@ def open_pyramid(
         ``~/.cache/napari-sgnet/pyramids``.
     progress : callable, optional
         ``progress(done, total)`` called while a pyramid cache is built.
+    build_cache : bool
+        False: describe a large single-level tiled TIFF from metadata alone (lazy coarser
+        levels) instead of building its cache first (``info``).
 
     Returns
     -------
@@ -165,20 +169,29 @@ def open_pyramid(
     UnsupportedSlideError
         A format, compression, channel count or dimensionality napari-sgnet does not read.
     OptionError
-        ``mpp`` is not a positive finite number (a ``ValueError``).
+        ``mpp`` is not a finite number within :data:`napari_sgnet.validate.MPP_RANGE`
+        (a ``ValueError``).
+    ResourceLimitError
+        A level declares more pixels, or larger tiles, than
+        :func:`napari_sgnet.validate.resource_limits` allows.
     """
-    if mpp is not None and not (isinstance(mpp, (int, float)) and math.isfinite(mpp) and mpp > 0):
-        raise OptionError(f"mpp must be a positive number of µm per pixel, got {mpp!r}")
+    if mpp is not None:
+        mpp = check_mpp(mpp, "the µm/px override (--mpp)")
     p = Path(path).expanduser()
     kind = detect_format(p)
     if kind == "omezarr":
         pyramid = open_omezarr(p)
     elif kind == "tiff":
-        pyramid = open_tiff(p, cache_dir=cache_dir, progress=progress)
+        pyramid = open_tiff(p, cache_dir=cache_dir, progress=progress, build_cache=build_cache)
     elif kind in ("png", "jpeg"):
         pyramid = open_flat_image(p, kind, cache_dir=cache_dir, progress=progress)
     else:
         pyramid = open_openslide(p)
+    if mpp is None and pyramid.mpp is not None and mpp_problem(pyramid.mpp) is not None:
+        checked_file_mpp(p, pyramid.mpp, pyramid.metadata.get("mpp_source"))  # warns
+        metadata = {**pyramid.metadata, "mpp_source": None, "file_mpp": pyramid.mpp,
+                    "mpp_ignored": mpp_problem(pyramid.mpp)}
+        pyramid = replace(pyramid, mpp=None, metadata=metadata)
     if mpp is not None:
         metadata = {**pyramid.metadata, "mpp_source": "override", "file_mpp": pyramid.mpp}
         pyramid = replace(pyramid, mpp=float(mpp), metadata=metadata)

@@ -23,7 +23,13 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from napari_sgnet.errors import CorruptSlideError, SlideError, UnsupportedSlideError
+from napari_sgnet.errors import (
+    CorruptSlideError,
+    SlideError,
+    UnsupportedSlideError,
+    UserInputError,
+)
+from napari_sgnet.validate import check_declared_level, check_read, mpp_problem
 
 __all__ = [
     "DASK_CHUNK_TARGET",
@@ -32,7 +38,9 @@ __all__ = [
     "LevelArray",
     "as_dask",
     "axes_problem",
+    "check_declared",
     "check_pixels",
+    "checked_file_mpp",
     "dask_chunks",
     "downsample_factors",
     "file_stamp",
@@ -120,7 +128,7 @@ def guard_open(path: Path, what: str) -> Iterator[None]:
     """Turn unexpected exceptions while parsing ``what`` into a :class:`CorruptSlideError`."""
     try:
         yield
-    except SlideError:
+    except UserInputError:  # a SlideError, or a limit set wrongly (OptionError)
         raise
     except MemoryError as exc:
         raise CorruptSlideError(path, f"{what} metadata is implausibly large ({exc})") from exc
@@ -191,6 +199,10 @@ class LevelArray:
         return self._array
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        out_shape = _result_shape(self.shape, key)
+        if out_shape is not None:  # the decode budget: refuse before decoding anything
+            check_read(self.path, f"{self.what} at {_format_key(key)}", out_shape,
+                       self.dtype.itemsize)
         array = self._live()
         try:
             return np.asarray(array[key])
@@ -217,6 +229,68 @@ class LevelArray:
         return (
             f"LevelArray({str(self.path)!r}, {self.what}, shape={self.shape}, dtype={self.dtype})"
         )
+
+
+def _result_shape(shape: Sequence[int], key: Any) -> tuple[int, ...] | None:
+    """Shape that basic-slicing ``shape`` with ``key`` gives, or None for other keys."""
+    key = key if isinstance(key, tuple) else (key,)
+    if any(k is Ellipsis or k is None for k in key) or len(key) > len(shape):
+        return None
+    out: list[int] = []
+    for dim, n in enumerate(shape):
+        k = key[dim] if dim < len(key) else slice(None)
+        if isinstance(k, slice):
+            out.append(len(range(*k.indices(int(n)))))
+        elif isinstance(k, (int, np.integer)):
+            continue
+        else:
+            return None
+    return tuple(out)
+
+
+def check_declared(
+    path: Path, what: str, axes: str, shape: Sequence[int], chunks: Sequence[int] | None,
+    dtype: Any,
+) -> None:
+    """Refuse a stored level whose declared size or tile exceeds the resource limits.
+
+    ``axes`` has one letter per dimension of ``shape`` (and of ``chunks``, the stored tile);
+    see :func:`napari_sgnet.validate.check_declared_level`, run before any array is built.
+
+    Raises
+    ------
+    ResourceLimitError
+        Naming the file, the level and the numbers.
+    """
+    axes = axes.upper()
+    if "Y" not in axes or "X" not in axes or len(axes) != len(shape):
+        return
+    y, x = axes.index("Y"), axes.index("X")
+    per_pixel = int(np.dtype(dtype).itemsize) if np.dtype(dtype).kind in "uifb" else 1
+    for ax, n in zip(axes, shape, strict=True):
+        if ax not in "YX":
+            per_pixel *= max(1, int(n))
+    tile = None if chunks is None else (int(chunks[y]), int(chunks[x]))
+    check_declared_level(path, what, int(shape[y]), int(shape[x]), tile=tile,
+                         bytes_per_pixel=per_pixel)
+
+
+def checked_file_mpp(path: Path, mpp: float | None, source: str | None) -> float | None:
+    """A µm/px read from a file, or None (with a warning) when it is implausible.
+
+    A file that says 1e308, 1e-30 or NaN µm/px is treated as one without µm/px, so a run
+    on it is refused with the hint to pass ``--mpp`` instead of running at an absurd scale.
+    """
+    if mpp is None:
+        return None
+    problem = mpp_problem(mpp)
+    if problem is None:
+        return float(mpp)
+    log.warning(
+        "%s: ignoring the µm/px the file states (%s, from %s); pass --mpp to give it",
+        path, problem, source or "its metadata",
+    )
+    return None
 
 
 def dask_chunks(

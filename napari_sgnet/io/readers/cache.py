@@ -38,6 +38,7 @@ __all__ = [
     "cache_key",
     "default_cache_dir",
     "downsample2",
+    "find_entry",
     "load_or_build",
     "plan_level_sizes",
 ]
@@ -214,6 +215,19 @@ def load_or_build(
     if entry is None:  # pragma: no cover - only if the folder vanished under us
         raise StoreError(final, "the pyramid cache entry just built cannot be read back")
     return CacheEntry(entry.path, entry.levels, entry.attrs, built=True)
+
+
+def find_entry(
+    source: Path,
+    kind: str,
+    include_base: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    shape_hint: tuple[int, ...] | None = None,
+) -> CacheEntry | None:
+    """The complete, current cache entry of ``source`` when there is one; never builds."""
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    final = folder / f"{cache_key(source, kind)}.zarr"
+    return _open_entry(final, include_base, shape_hint) if final.exists() else None
 
 
 def _open_entry(

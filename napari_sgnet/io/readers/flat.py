@@ -31,6 +31,7 @@ from napari_sgnet.io.readers._common import (
     slide_name,
 )
 from napari_sgnet.io.readers.cache import load_or_build, plan_level_sizes
+from napari_sgnet.validate import check_declared_level, check_read
 
 __all__ = ["ProgressFn", "cached_pyramid", "open_flat_image", "probe_flat"]
 
@@ -160,7 +161,37 @@ def _header(path: Path, fmt: str) -> float | None:
         mpp, components = _png_header(head) if fmt == "png" else _jpeg_header(head)
     if fmt == "jpeg" and components == 4:
         raise UnsupportedSlideError(path, "is a CMYK JPEG; convert it to RGB")
+    size = _declared_size(head, fmt)
+    if size is not None:  # decoded whole: the declared size and the decode budget, first
+        h, w, depth = size
+        check_declared_level(path, "the image", h, w)
+        check_read(path, f"the {fmt.upper()} image", (h, w, max(1, components)), depth)
     return mpp
+
+
+def _declared_size(head: bytes, fmt: str) -> tuple[int, int, int] | None:
+    """``(height, width, bytes per sample)`` from a PNG IHDR or a JPEG frame header."""
+    if fmt == "png":
+        if len(head) < 25:
+            return None
+        width, height, bits = struct.unpack(">IIB", head[16:25])
+        return int(height), int(width), 2 if bits == 16 else 1
+    pos = 2
+    while pos + 9 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF or marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", head[pos + 2 : pos + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", head[pos + 5 : pos + 9])
+            return int(height), int(width), 1
+        if marker == 0xDA:
+            return None
+        pos += 2 + length
+    return None
 
 
 def _decode(path: Path, fmt: str) -> np.ndarray:

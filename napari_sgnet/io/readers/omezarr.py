@@ -24,6 +24,7 @@ from napari_sgnet.io.readers._common import (
     LevelArray,
     as_dask,
     axes_problem,
+    check_declared,
     dask_chunks,
     downsample_factors,
     file_stamp,
@@ -168,6 +169,8 @@ def _inspect(path: Path) -> tuple[zarr.Group, str, Multiscale, str, list[zarr.Ar
                     path, f"dataset {d.path!r} is not a {len(axes)}-D array ({axes})"
                 )
             arrays.append(arr)
+    for k, arr in enumerate(arrays):  # the resource limits, before any dask array is built
+        check_declared(path, f"level {k}", axes, arr.shape, arr.chunks, arr.dtype)
     return group, version, ms, axes, arrays
 
 

@@ -19,6 +19,7 @@ from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.io.readers._common import (
     LevelArray,
     as_dask,
+    check_declared,
     dask_chunks,
     downsample_factors,
     file_stamp,
@@ -131,6 +132,7 @@ def open_openslide(path: Path) -> Pyramid:
     for k in range(slide.level_count):
         tile = int(props.get(f"openslide.level[{k}].tile-width", 512) or 512)
         raw = OpenSlideLevel(slide, k)
+        check_declared(path, f"level {k}", "YXC", raw.shape, (tile, tile, 3), raw.dtype)
         level = LevelArray(raw, path, f"level {k}", opener=partial(_open_level, str(path), k))
         chunks = dask_chunks(raw.shape, (tile, tile, 3), (0, 1))
         levels.append(as_dask(level, chunks, stamp))

@@ -9,8 +9,12 @@ their missing levels from the pyramid cache (:mod:`.cache`).
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from napari_sgnet.io.readers._common import (
     LevelArray,
     as_dask,
     axes_problem,
+    check_declared,
     dask_chunks,
     downsample_factors,
     file_stamp,
@@ -34,7 +39,7 @@ from napari_sgnet.io.readers._common import (
     slide_name,
     validate_levels,
 )
-from napari_sgnet.io.readers.cache import lazy_halvings
+from napari_sgnet.io.readers.cache import find_entry, lazy_halvings
 from napari_sgnet.io.readers.flat import ProgressFn, cached_pyramid
 
 __all__ = ["SINGLE_LEVEL_MAX_SIDE", "open_tiff", "probe_tiff"]
@@ -57,7 +62,13 @@ _UNSUPPORTED_PHOTOMETRIC = {
 }
 
 
-def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None = None) -> Pyramid:
+def open_tiff(
+    path: Path,
+    *,
+    cache_dir: Any = None,
+    progress: ProgressFn | None = None,
+    build_cache: bool = True,
+) -> Pyramid:
     """Open a TIFF-based slide lazily.
 
     Parameters
@@ -68,15 +79,19 @@ def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None 
         Pyramid cache folder for images without a usable pyramid.
     progress : callable, optional
         ``progress(done, total)`` while a cache is built.
+    build_cache : bool
+        False: a large single-level tiled TIFF whose coarser levels are not cached yet gets
+        lazy (uncomputed) coarser levels instead of a cache build, so describing it reads
+        metadata only (``info``).
 
     Returns
     -------
     Pyramid
     """
-    with guard_open(path, "TIFF file"):
+    with guard_open(path, "TIFF file"), tifffile_errors(path):
         tf = tifffile.TiffFile(path)
     try:
-        with guard_open(path, "TIFF file"):
+        with guard_open(path, "TIFF file"), tifffile_errors(path):
             index, series, levels = _inspect(tf, path)
             pages = [lvl.keyframe for _, _, lvl in levels]
             mpp, mpp_source = _tiff_mpp(tf, series, pages[0])
@@ -104,7 +119,11 @@ def open_tiff(path: Path, *, cache_dir: Any = None, progress: ProgressFn | None 
         raise
     name = slide_name(path)
     h0, w0 = dask_levels[0].shape[:2]
-    if len(dask_levels) == 1 and (not tiled or max(h0, w0) > SINGLE_LEVEL_MAX_SIDE):
+    big = len(dask_levels) == 1 and tiled and max(h0, w0) > SINGLE_LEVEL_MAX_SIDE
+    if big and not build_cache and find_entry(path, f"tiff-{index}", False, cache_dir) is None:
+        metadata["cache"] = "not built (built by the first command that reads pixels)"
+        big = False  # lazy halvings below: nothing is read or built to describe the slide
+    elif len(dask_levels) == 1 and (not tiled or big):
         include_base = not tiled
         metadata["cache"] = "flat" if include_base else "lower-levels"
         base = dask_levels[0]
@@ -146,8 +165,10 @@ def probe_tiff(path: Path) -> None:
 
     Runs the same checks as :func:`open_tiff` (main series, pyramid, compression,
     photometric, axes and channels) without building any array, and additionally refuses
-    a file whose image data ends past the end of the file (a truncated copy), which
-    :func:`open_tiff` itself only reports when a tile is read.
+    a file whose image data ends past the end of the file (a truncated copy); both refuse
+    a level declaring more pixels or larger tiles than the resource limits allow, a tile
+    table shorter than the declared tile grid, and whatever tifffile logs as an error
+    while parsing.
 
     Parameters
     ----------
@@ -159,25 +180,11 @@ def probe_tiff(path: Path) -> None:
     SlideError
         ``CorruptSlideError`` or ``UnsupportedSlideError`` naming the file and the problem.
     """
-    with guard_open(path, "TIFF file"):
+    with guard_open(path, "TIFF file"), tifffile_errors(path):
         tf = tifffile.TiffFile(path)
     try:
-        with guard_open(path, "TIFF file"):
-            _, _, levels = _inspect(tf, path)
-            size = path.stat().st_size
-            for _, _, lvl in levels:
-                page = lvl.keyframe
-                ends = [
-                    int(o) + int(n)
-                    for o, n in zip(page.dataoffsets, page.databytecounts, strict=False)
-                    if n
-                ]
-                if ends and max(ends) > size:
-                    raise CorruptSlideError(
-                        path,
-                        f"is truncated: its image data ends at byte {max(ends)} but the file "
-                        f"has {size} bytes",
-                    )
+        with guard_open(path, "TIFF file"), tifffile_errors(path):
+            _inspect(tf, path)
     finally:
         tf.close()
 
@@ -186,12 +193,98 @@ def _inspect(tf: tifffile.TiffFile, path: Path) -> tuple[int, Any, list[tuple[in
     """The main series, its index and pyramid levels, checked as :func:`open_tiff` needs."""
     index, series = _main_series(tf, path)
     levels = _pyramid_series(tf, index, series)
+    for k, (_, _, lvl) in enumerate(levels):
+        _check_declared(lvl, path, f"level {k}")
     for _, _, lvl in levels:
         _check_decodable(lvl.keyframe, path)
+    size = path.stat().st_size
+    for k, (_, _, lvl) in enumerate(levels):
+        _check_tile_table(lvl, path, f"level {k}", size)
     problem = axes_problem(series.axes, series.shape, series.dtype)
     if problem is not None:
         raise UnsupportedSlideError(path, problem)
     return index, series, levels
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects the ERROR records tifffile logs from one thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def tifffile_errors(path: Path) -> Iterator[None]:
+    """Turn what tifffile only logs as an error while parsing (a tag it cannot read, a
+    missing tile table, a series shape it gives up on) into a :class:`CorruptSlideError`
+    naming the file, instead of opening with wrong pixels."""
+    handler = _ErrorRecords()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.messages:
+        first = handler.messages[0].replace(f"<tifffile.TiffFile {path.name!r}> ", "")
+        more = f" (and {len(handler.messages) - 1} more)" if len(handler.messages) > 1 else ""
+        raise CorruptSlideError(
+            path, f"has damaged TIFF structures: tifffile reports {first}{more}"
+        )
+
+
+def _check_declared(lvl: Any, path: Path, what: str) -> None:
+    """The resource limits on a level's declared size and stored tile (metadata only)."""
+    page = lvl.keyframe
+    axes = str(lvl.axes)
+    if page.is_tiled:
+        tile_yx = (int(page.tilelength), int(page.tilewidth))
+    else:
+        rows = int(getattr(page, "rowsperstrip", 0) or page.imagelength)
+        tile_yx = (min(rows, int(page.imagelength)), int(page.imagewidth))
+    chunks = tuple(
+        tile_yx[0] if ax == "Y" else tile_yx[1] if ax == "X" else 1 for ax in axes.upper()
+    )
+    check_declared(path, what, axes, tuple(lvl.shape), chunks, lvl.dtype)
+
+
+def _check_tile_table(lvl: Any, path: Path, what: str, file_size: int) -> None:
+    """The tile (or strip) table must cover the declared grid and lie inside the file."""
+    page = lvl.keyframe
+    h, w = int(page.imagelength), int(page.imagewidth)
+    planes = int(page.samplesperpixel) if int(page.planarconfig) == 2 else 1
+    if page.is_tiled:
+        th, tw = int(page.tilelength), int(page.tilewidth)
+        depth = max(1, math.ceil(int(page.imagedepth) / max(1, int(page.tiledepth))))
+        expected = math.ceil(h / th) * math.ceil(w / tw) * depth * planes
+        unit = "tiles"
+    else:
+        rows = int(getattr(page, "rowsperstrip", 0) or h) or h
+        expected = math.ceil(h / max(1, min(rows, h))) * planes
+        unit = "strips"
+    offsets, counts = page.dataoffsets, page.databytecounts
+    if len(offsets) < expected or len(counts) < expected:
+        raise CorruptSlideError(
+            path,
+            f"{what} ({w} x {h} px) needs {expected} {unit} but its tile table lists "
+            f"{min(len(offsets), len(counts))}: the file is damaged",
+        )
+    missing = [
+        i for i, (o, n) in enumerate(zip(offsets, counts, strict=False))
+        if n and int(o) + int(n) > file_size
+    ]
+    if missing:
+        raise CorruptSlideError(
+            path,
+            f"is truncated: {len(missing)} of the {expected} {unit} of {what} end past the end "
+            f"of the file ({file_size} bytes; first missing: {unit[:-1]} {missing[0]})",
+        )
 
 
 class _Stored:
