@@ -187,3 +187,18 @@ def test_interrupted_history_save_is_ignored(tmp_path):
     store.undo_commit()
     store.undo_commit()
     assert (store.read_labels(Box(0, 0, 6, 6)) == 2).all()
+
+
+def test_an_import_ends_the_undo_history(tmp_path):
+    """``commit_blocks`` (the CLI import) keeps no undo record, so it clears the history:
+    undo must never revert an older commit from under the imported pixels."""
+    _slide, store = _store(tmp_path)
+    _predict(store, Box(0, 0, 32, 32), 2, 200)
+    store.commit_edit(Box(0, 0, 4, 4), np.full((4, 4), 3, np.uint8))
+    assert len(store.history) == 1
+    box = Box(8, 8, 4, 4)
+    store.commit_blocks([(box, np.full((4, 4), 5, np.uint8), np.ones((4, 4), bool))])
+    assert len(store.history) == 0
+    assert store.undo_commit() is None
+    assert (store.read_labels(box) == 5).all() and (store.read_labels(Box(0, 0, 4, 4)) == 3).all()
+    assert not [p for p in (store.path / "sgnet_history").iterdir() if p.is_dir()]
