@@ -13,6 +13,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_warning
 
 from napari_sgnet._napari.session import (
+    META_KEY,
     confidence_layer_data,
     layer_role,
     prediction_layer_data,
@@ -39,10 +40,16 @@ class LayerDisplay:
     _last_shown: Any
 
     # ------------------------------------------------------------------ layers
-    def layer(self, role: str) -> Any:
-        """The layer with a napari-sgnet ``role`` for the current store, or ``None``."""
+    def layer(self, role: str, store: str | Path | None = None) -> Any:
+        """The layer with a napari-sgnet ``role`` showing ``store`` (default: the current
+        slide's store), or ``None``. Each slide of the viewer has its own layers."""
+        if store is None:
+            store = self.session.store.path if self.session is not None else None
+        if store is None:
+            return None
+        key = str(Path(store))
         for layer in self.viewer.layers:
-            if layer_role(layer) == role:
+            if layer_role(layer) == role and layer.metadata[META_KEY].get("store") == key:
                 return layer
         return None
 

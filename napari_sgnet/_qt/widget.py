@@ -62,11 +62,14 @@ class _CloseGuard(QObject):
         self.widget = widget
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Close:
-            if not self.widget.review.close_guard():
-                event.ignore()
-                return True
-            self.widget.shutdown()
+        if event.type() == QEvent.Close and not self.widget._shut:
+            try:
+                if not self.widget.review.close_guard():
+                    event.ignore()
+                    return True
+                self.widget.shutdown()
+            except RuntimeError as exc:  # Qt deleted part of the dock during teardown
+                log.debug("closing: %s", exc)
         return False
 
 
@@ -101,6 +104,10 @@ class SGNetWidget(QWidget):
         self._close_guard = _CloseGuard(self)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
+        self.slide_label = QLabel("")  # which slide the dock works on (the selected one)
+        self.slide_label.setObjectName("sgnet_slide_label")
+        self.slide_label.setWordWrap(True)
+        layout.addWidget(self.slide_label)
         layout.addWidget(self._model_box())
         layout.addWidget(self._run_box())
         layout.addWidget(self._display_box())
@@ -109,6 +116,7 @@ class SGNetWidget(QWidget):
         layout.addStretch(1)
         self._connect()
         self.controller.attach()
+        self._show_slide()
         self._select_model(model)
 
     # ------------------------------------------------------------------ sections
@@ -231,7 +239,7 @@ class SGNetWidget(QWidget):
         return [(ev.model, self._on_model), (ev.model_error, self._on_model_error),
                 (ev.palette, self.palette_view.set_palette), (ev.store, self._update_store_label),
                 (ev.offered, self._on_offered), (ev.ood, self._on_ood),
-                (ev.slide, self._check_ood)]
+                (ev.slide, self._check_ood), (ev.slide, self._show_slide)]
 
     def _connect(self) -> None:
         c = self.controller
@@ -244,6 +252,12 @@ class SGNetWidget(QWidget):
         self.review.edit_changed.connect(self._on_edit_changed)
         self.exports.progress.connect(self._on_progress)
         c.shown.connect(self.state.note_run_event)  # a run's check of the tiles it predicted
+
+    def _show_slide(self, *_: Any) -> None:
+        layer = self.controller.slide_layer
+        name = layer.name if layer is not None and self.state.slide is not None else None
+        self.slide_label.setText(f"Slide: {name}" if name else "Slide: none (select one)")
+        self.slide_label.setToolTip("The selected slide (each slide keeps its own labels).")
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, max(total, 1))
