@@ -188,7 +188,10 @@ def test_every_close_path_asks_once(make_napari_viewer, qtbot, tmp_path, monkeyp
         assert event.isAccepted()
     elif how == "exit":  # File > Exit: napari closes the window, then every viewer
         from napari._qt import qt_main_window
+        from napari.settings import get_settings
 
+        # napari's own "quit?" question is answered yes; the app itself must not quit
+        monkeypatch.setattr(get_settings().application, "confirm_close_window", False)
         monkeypatch.setattr(qt_main_window, "quit_app_", _quit_viewers_only)
         viewer.window._qt_window.close(quit_app=True, confirm_need=True)
     else:

@@ -77,6 +77,7 @@ class AppController(LayerDisplay, QObject):
         self._workers: dict[int, Any] = {}  # ticket seq -> its worker, while it runs
         self._opening: dict[Path, Any] = {}  # store path -> the worker opening it
         self._last_shown: Any = None
+        self._shown_seq = 0  # the run whose tiles were last shown
         self._closed = False
         self._view_timer = QTimer(self, singleShot=True, interval=self.DEBOUNCE_MS)
         self._view_timer.timeout.connect(self._on_view_settled)
@@ -196,8 +197,18 @@ class AppController(LayerDisplay, QObject):
         layer = getattr(event, "value", None)
         if self._closed or layer is None or not self._is_slide(layer):
             return
+        # later: a window closing removes every layer first (``viewer.close()``) and only
+        # then asks about an open edit; its slide's session must still be there for that
+        QTimer.singleShot(0, lambda: self._slide_removed(layer))
+
+    def _slide_removed(self, layer: Any) -> None:
+        if self._closed or layer in self.viewer.layers:
+            return
         self.state.forget_slide(layer.unique_id)
         if layer is self.slide_layer:
+            session = self.session
+            if session is not None and session.edit is not None and session.edit.dirty:
+                session.autosave(force=True)  # it comes back with the slide
             self.slide_layer = None
             self.state.set_slide(None)
 
@@ -381,7 +392,8 @@ class AppController(LayerDisplay, QObject):
             return
         if ev.boxes or ev.finished:
             self._last_shown = ev
-            if ev.finished and current:
+            if (ev.finished and current) or ticket.seq != self._shown_seq:
+                self._shown_seq = ticket.seq  # a run's first tiles show at once, then batched
                 self._refresh_timer.stop()
                 self.refresh_layers()
             elif not self._refresh_timer.isActive():

@@ -65,6 +65,9 @@ class LayerDisplay:
             )
             self.viewer.add_labels(data, **kw)
             self._keep_on_top("edit")
+            if self._last_shown is not None:  # tiles that landed while the store opened
+                self.shown.emit(self._last_shown)
+                self._last_shown = None
         if self.show_confidence and self.layer("confidence") is None:
             data, kw, _ = confidence_layer_data(
                 self.session.store, slide_scale=scale, slide_translate=translate,
@@ -79,11 +82,12 @@ class LayerDisplay:
             self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
 
     def refresh_layers(self) -> None:
+        """Show the tiles written since the last refresh (``shown`` says which run's)."""
         for role in ("prediction", "confidence"):
             layer = self.layer(role)
             if layer is not None:
                 layer.refresh()
-        if self._last_shown is not None:
+        if self._last_shown is not None and self.layer("prediction") is not None:
             self.shown.emit(self._last_shown)
             self._last_shown = None
 
