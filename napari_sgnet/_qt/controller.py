@@ -18,7 +18,13 @@ from qtpy.QtCore import QObject, QTimer, Signal
 
 from napari_sgnet._napari.session import layer_role, pyramid_from_layer, slide_transform
 from napari_sgnet._qt.display import LayerDisplay
-from napari_sgnet._qt.workers import function_worker, generator_worker, preload, start_worker
+from napari_sgnet._qt.workers import (
+    function_worker,
+    generator_worker,
+    original_error,
+    preload,
+    start_worker,
+)
 from napari_sgnet.app.models import ModelChoice, warm_up, working_downsample
 from napari_sgnet.app.review import MAX_VIEW_TILES, ReviewSession, coarse_view_message
 from napari_sgnet.app.runs import RunTicket
@@ -69,13 +75,17 @@ class AppController(LayerDisplay, QObject):
         self.slide_layer: Any = None
         self._view_mode = False
         self._workers: dict[int, Any] = {}  # ticket seq -> its worker, while it runs
+        self._opening: dict[Path, Any] = {}  # store path -> the worker opening it
         self._last_shown: Any = None
+        self._shown_seq = 0  # the run whose tiles were last shown
         self._closed = False
         self._view_timer = QTimer(self, singleShot=True, interval=self.DEBOUNCE_MS)
         self._view_timer.timeout.connect(self._on_view_settled)
         self._refresh_timer = QTimer(self, singleShot=True, interval=self.REFRESH_MS)
         self._refresh_timer.timeout.connect(self.refresh_layers)
-        start_worker(function_worker(preload))
+        worker = function_worker(preload)
+        worker.errored.connect(lambda exc: log.warning("preloading failed: %s", exc))
+        start_worker(worker)
         ev = state.events
         ev.model.connect(self._on_model)
         ev.device.connect(self._on_device)
@@ -87,6 +97,9 @@ class AppController(LayerDisplay, QObject):
         canvas = getattr(viewer, "canvas", None)  # a bigger window shows more slide
         if canvas is not None and hasattr(canvas.events, "size"):
             canvas.events.size.connect(self._on_camera)
+        # several slides: the dock follows the selected one, and forgets one that is removed
+        viewer.layers.selection.events.active.connect(self._on_active_layer)
+        viewer.layers.events.removed.connect(self._on_layers_removed)
 
     # ------------------------------------------------------------------ state views
     @property
@@ -149,22 +162,62 @@ class AppController(LayerDisplay, QObject):
             self.say(f"Model ready on {device}.")
 
     # ------------------------------------------------------------------ slide / store
-    def _find_slide_layer(self) -> Any:
-        """The selected image layer, else the slide in use, else the first image layer."""
+    @staticmethod
+    def _is_slide(layer: Any) -> bool:
         from napari.layers import Image
 
+        return isinstance(layer, Image) and layer_role(layer) is None
+
+    def _find_slide_layer(self) -> Any:
+        """The selected slide, else the slide in use, else the only visible one, else the first.
+
+        A slide is an image layer that napari-sgnet did not make.
+        """
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image) and layer_role(active) is None:
+        if self._is_slide(active):
             return active
         if self.slide_layer is not None and self.slide_layer in self.viewer.layers:
             return self.slide_layer
-        for layer in self.viewer.layers:
-            if isinstance(layer, Image) and layer_role(layer) is None:
-                return layer
-        return None
+        slides = [layer for layer in self.viewer.layers if self._is_slide(layer)]
+        visible = [layer for layer in slides if layer.visible]
+        if len(visible) == 1:
+            return visible[0]
+        return slides[0] if slides else None
+
+    def _on_active_layer(self, event: Any = None) -> None:
+        """The selection changed: follow it when it is another slide."""
+        layer = self.viewer.layers.selection.active
+        if self._closed or not self._is_slide(layer) or layer is self.slide_layer:
+            return
+        if self.model is None and self.slide_layer is None:
+            return  # nothing to show yet: attach when a run needs it
+        self.attach(layer)
+
+    def _on_layers_removed(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
+        if self._closed or layer is None or not self._is_slide(layer):
+            return
+        # later: a window closing removes every layer first (``viewer.close()``) and only
+        # then asks about an open edit; its slide's session must still be there for that
+        QTimer.singleShot(0, lambda: self._slide_removed(layer))
+
+    def _slide_removed(self, layer: Any) -> None:
+        if self._closed or layer in self.viewer.layers:
+            return
+        self.state.forget_slide(layer.unique_id)
+        if layer is self.slide_layer:
+            session = self.session
+            if session is not None and session.edit is not None and session.edit.dirty:
+                session.autosave(force=True)  # it comes back with the slide
+            self.slide_layer = None
+            self.state.set_slide(None)
 
     def attach(self, layer: Any = None) -> bool:
-        """Use ``layer`` (default: the slide in the viewer) and reopen its store if any."""
+        """Use ``layer`` (default: the slide in the viewer) and reopen its store if any.
+
+        Each slide layer keeps its own store, layers and review state: switching back to a
+        slide shown before restores them.
+        """
         layer = layer or self._find_slide_layer()
         if layer is None:
             self.say("Open a slide first (File > Open, or File > Open Sample).")
@@ -174,39 +227,66 @@ class AppController(LayerDisplay, QObject):
         if self.session is not None and self.session.edit is not None:
             self.say("Commit or discard the open edit before switching slides.")
             return False
+        key = layer.unique_id
+        context = self.state.context(key)
         scale, translate = slide_transform(layer)
         self.slide_layer = layer
-        self.state.set_slide(pyramid_from_layer(layer), scale=scale, translate=translate)
+        slide = context.slide if context is not None else pyramid_from_layer(layer)
+        self.state.set_slide(slide, scale=scale, translate=translate, key=key)
+        if self.session is not None:  # restored: its layers are there (or come back)
+            return True
         path = self.state.store_path
-        shown = self.layer("prediction")  # e.g. a store opened with File > Open
+        shown = self._unclaimed_prediction_layer()  # e.g. a store opened with File > Open
         if shown is not None:
             shown_path = Path(shown.metadata["napari_sgnet"].get("store", ""))
             if LabelStore.is_store(shown_path):
                 path = shown_path
         if path is not None and LabelStore.is_store(path):
-            self.open_store(path)
+            self.open_store(path, quiet=shown is not None and path != self.state.store_path)
         return True
 
-    def open_store(self, path: str | Path, *, check: bool = True) -> Any:
-        """Open a slide's label store, show it, and restore an autosaved edit.
+    def _unclaimed_prediction_layer(self) -> Any:
+        """A prediction layer that came with a store opened on its own, not yet any slide's."""
+        claimed = {str(s.store.path) for s in self.state.sessions()}
+        for candidate in self.viewer.layers:
+            meta = (getattr(candidate, "metadata", {}) or {}).get("napari_sgnet") or {}
+            if meta.get("role") == "prediction" and meta.get("store") not in claimed:
+                return candidate
+        return None
 
-        With ``check`` the store is verified to belong to the slide first; that reads
-        a window of the slide, so it happens on a worker and this returns the worker.
-        Without (the engine has just checked it), the store opens here at once.
+    def open_store(self, path: str | Path, *, check: bool = True, quiet: bool = False) -> Any:
+        """Open a slide's label store on a worker, show it, and restore an autosaved edit.
+
+        With ``check`` the store is verified to belong to the slide first (that reads a
+        window of the slide); without, the engine has just checked it. Opening reads the
+        store's records and review state, so it never happens on the main thread; this
+        returns the worker. ``quiet``: a store that is not the slide's is not an error
+        (a store opened on its own, which may be another slide's).
         """
         slide, transform = self.slide, self.state.slide_transform
-        if not check:
-            self._set_session(open_review_session(slide, path, transform=transform, check=False))
-            return None
-        worker = function_worker(open_review_session, slide, Path(path), transform=transform)
+        path = Path(path)
+        if path in self._opening:
+            return self._opening[path]
+        worker = function_worker(open_review_session, slide, path, transform=transform,
+                                 check=check)
         worker.returned.connect(self._set_session)
-        worker.errored.connect(self.report_error)
+        if quiet:
+            worker.errored.connect(lambda exc: log.info("not this slide's store: %s", exc))
+        else:
+            worker.errored.connect(self.report_error)
+        worker.finished.connect(lambda: self._opening.pop(path, None))
+        self._opening[path] = worker
         start_worker(worker)
         return worker
 
     def _set_session(self, session: ReviewSession) -> None:
-        if not self._closed and session.slide is self.slide:  # not for a slide left since
-            self.state.set_session(session)
+        if self._closed:
+            return
+        if session.slide is self.slide:
+            if self.session is None or self.session.store.path != session.store.path:
+                self.state.set_session(session)
+            return
+        self.state.keep_session(session)  # a slide left since: it is there when it comes back
 
     def _on_session(self, session: ReviewSession | None) -> None:
         if session is not None:
@@ -287,7 +367,9 @@ class AppController(LayerDisplay, QObject):
         """Stop the running job between batches (finished tiles stay in the store)."""
         if self.runs.running:
             self.say("Cancelling...")
-        start_worker(function_worker(self.runs.cancel))  # closing a run writes: not here
+        worker = function_worker(self.runs.cancel)  # closing a run writes: not here
+        worker.errored.connect(self.report_error)
+        start_worker(worker)
 
     def _on_event(self, ticket: RunTicket, ev: Any) -> None:
         if self._closed:  # the window is gone; the store has the tiles anyway
@@ -296,7 +378,7 @@ class AppController(LayerDisplay, QObject):
         current = self.runs.is_current(ticket)
         session = self.session
         if session is None or Path(session.store.path) != Path(ev.store):
-            if not (current and ev.stage == "started" and ticket.slide is self.slide):
+            if not (current and ticket.slide is self.slide):
                 return  # a superseded run on a slide left since
             self.open_store(ev.store, check=False)  # the engine has just checked it
         elif ev.stage == "started":
@@ -310,7 +392,8 @@ class AppController(LayerDisplay, QObject):
             return
         if ev.boxes or ev.finished:
             self._last_shown = ev
-            if ev.finished and current:
+            if (ev.finished and current) or ticket.seq != self._shown_seq:
+                self._shown_seq = ticket.seq  # a run's first tiles show at once, then batched
                 self._refresh_timer.stop()
                 self.refresh_layers()
             elif not self._refresh_timer.isActive():
@@ -322,6 +405,8 @@ class AppController(LayerDisplay, QObject):
 
     def _on_error(self, ticket: RunTicket, exc: BaseException) -> None:
         if self.runs.is_current(ticket):
+            self._view_mode = False  # a failing run is not repeated on every pan: once is enough
+            self._view_timer.stop()
             self.report_error(exc)
         else:
             log.warning("a superseded run failed: %s", exc, exc_info=exc)
@@ -334,7 +419,7 @@ class AppController(LayerDisplay, QObject):
 
     def report_error(self, exc: BaseException) -> None:
         """Show a failure: a user error as its message; anything else logged with its traceback."""
-        failure = report_failure(exc, log, "napari-sgnet dock")
+        failure = report_failure(original_error(exc), log, "napari-sgnet dock")
         self.say(failure.message)
         show_error(failure.message)
 
@@ -363,4 +448,10 @@ class AppController(LayerDisplay, QObject):
         for signal, slot in ((ev.model, self._on_model), (ev.device, self._on_device),
                              (ev.session, self._on_session), (ev.palette, self.apply_palette)):
             signal.disconnect(slot)
+        for emitter, slot in ((self.viewer.layers.selection.events.active, self._on_active_layer),
+                              (self.viewer.layers.events.removed, self._on_layers_removed)):
+            try:
+                emitter.disconnect(slot)
+            except (RuntimeError, TypeError, ValueError):  # already gone with the viewer
+                pass
         self.runs.cancel()  # on the main thread: the window is closing, nothing to keep fluid

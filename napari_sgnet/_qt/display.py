@@ -13,6 +13,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_warning
 
 from napari_sgnet._napari.session import (
+    META_KEY,
     confidence_layer_data,
     layer_role,
     prediction_layer_data,
@@ -40,10 +41,16 @@ class LayerDisplay:
     _last_shown: Any
 
     # ------------------------------------------------------------------ layers
-    def layer(self, role: str) -> Any:
-        """The layer with a napari-sgnet ``role`` for the current store, or ``None``."""
+    def layer(self, role: str, store: str | Path | None = None) -> Any:
+        """The layer with a napari-sgnet ``role`` showing ``store`` (default: the current
+        slide's store), or ``None``. Each slide of the viewer has its own layers."""
+        if store is None:
+            store = self.session.store.path if self.session is not None else None
+        if store is None:
+            return None
+        key = str(Path(store))
         for layer in self.viewer.layers:
-            if layer_role(layer) == role:
+            if layer_role(layer) == role and layer.metadata[META_KEY].get("store") == key:
                 return layer
         return None
 
@@ -60,6 +67,9 @@ class LayerDisplay:
             layer = self.viewer.add_labels(data, **kw)
             layer.features = class_features(self.palette)  # class names in the status bar
             self._keep_on_top("edit")
+            if self._last_shown is not None:  # tiles that landed while the store opened
+                self.shown.emit(self._last_shown)
+                self._last_shown = None
         if self.show_confidence and self.layer("confidence") is None:
             data, kw, _ = confidence_layer_data(
                 self.session.store, slide_scale=scale, slide_translate=translate,
@@ -74,11 +84,12 @@ class LayerDisplay:
             self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
 
     def refresh_layers(self) -> None:
+        """Show the tiles written since the last refresh (``shown`` says which run's)."""
         for role in ("prediction", "confidence"):
             layer = self.layer(role)
             if layer is not None:
                 layer.refresh()
-        if self._last_shown is not None:
+        if self._last_shown is not None and self.layer("prediction") is not None:
             self.shown.emit(self._last_shown)
             self._last_shown = None
 

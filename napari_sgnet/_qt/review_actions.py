@@ -18,7 +18,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from napari_sgnet._napari.session import edit_layer_data, slide_transform
+from napari_sgnet._napari.session import edit_layer_data, layer_role, slide_transform
 from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.controller import AppController
 from napari_sgnet._qt.review_controls import watch_edit_layer
@@ -69,6 +69,8 @@ class ReviewActions(QObject):
         self.eraser = ERASER_UNLABELLED
         self._committing = False
         self._autosaving = False
+        self._closing = False  # the person has answered the close question (or none was needed)
+        self._shut = False
         self._autosave_timer = QTimer(self, interval=AUTOSAVE_MS)
         self._autosave_timer.timeout.connect(self.autosave_now)
         controller.state.events.session.connect(self._on_session)
@@ -80,9 +82,16 @@ class ReviewActions(QObject):
         return self.c.session
 
     def shutdown(self) -> None:
-        """Stop the autosave timer and listening to the app state."""
+        """Stop the autosave timer and listening to the app state and the layers."""
+        if self._shut:
+            return
+        self._shut = True
         self._autosave_timer.stop()
         self.c.state.events.session.disconnect(self._on_session)
+        try:
+            self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        except (RuntimeError, TypeError, ValueError):  # gone with the viewer
+            pass
 
     # ------------------------------------------------------------------ edit layer
     def _on_session(self, session: ReviewSession | None) -> None:
@@ -141,16 +150,25 @@ class ReviewActions(QObject):
 
     def _on_layer_removed(self, event: Any) -> None:
         layer = getattr(event, "value", None)
-        if (layer is not None and self.c.layer("edit") is None and self.session is not None
-                and self.session.edit is not None and not self._committing):
-            self._autosave_timer.stop()
-            if self.session.edit.dirty:
-                self.session.autosave()
-                show_info("The edit layer was removed; your edit is kept (autosaved). "
-                          "Click Edit region to bring it back.")
-            else:
-                self.session.discard()
-            self.edit_changed.emit(self.session.edit is not None)
+        if layer is None or layer_role(layer) != "edit" or self._committing or self._shut:
+            return
+        # later: a window closing removes every layer first (``viewer.close()``), and then
+        # asks about the edit once, in :meth:`close_guard`
+        QTimer.singleShot(0, self._edit_layer_gone)
+
+    def _edit_layer_gone(self) -> None:
+        session = self.session
+        if (self._shut or self._closing or session is None or session.edit is None
+                or self.c.layer("edit") is not None):
+            return
+        self._autosave_timer.stop()
+        if session.edit.dirty:
+            session.autosave()
+            show_info("The edit layer was removed; your edit is kept (autosaved). "
+                      "Click Edit region to bring it back.")
+        else:
+            session.discard()
+        self.edit_changed.emit(session.edit is not None)
 
     # ------------------------------------------------------------------ actions
     def edit_region(self) -> bool:
@@ -319,21 +337,39 @@ class ReviewActions(QObject):
 
     # ------------------------------------------------------------------ closing
     def close_guard(self) -> bool:
-        """Called before the window closes; False keeps it open."""
+        """Called before the window closes; False keeps it open.
+
+        With an uncommitted edit it asks once whether to commit it or keep it for later
+        (autosaved, it reopens with the slide); once answered, later calls of the same
+        teardown (napari closes the window more than once on Exit) do not ask again.
+        """
         session = self.session
-        if session is None or session.edit is None:
+        if self._closing or session is None or session.edit is None:
             return True
         if not session.edit.dirty:
             return True
-        choice = dialogs.ask_close(self.parent_widget, int(session.edit.changed.sum()))
+        choice = dialogs.ask_close(_alive(self.parent_widget), int(session.edit.changed.sum()))
         if choice == "cancel":
             return False
+        self._closing = True
+        self._autosave_timer.stop()
         try:
             if choice == "commit":
                 session.commit(author=_user())
             else:
                 session.autosave(force=True)
         except Exception as exc:
+            self._closing = False
             self.c.report_error(exc)
             return False
         return True
+
+
+def _alive(widget: QWidget | None) -> QWidget | None:
+    """``widget``, or ``None`` when Qt has deleted it already (a dialog's parent)."""
+    try:
+        if widget is not None:
+            widget.objectName()
+    except RuntimeError:  # wrapped C/C++ object has been deleted
+        return None
+    return widget

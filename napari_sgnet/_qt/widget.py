@@ -75,11 +75,14 @@ class _CloseGuard(QObject):
         self.widget = widget
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Close:
-            if not self.widget.review.close_guard():
-                event.ignore()
-                return True
-            self.widget.shutdown()
+        if event.type() == QEvent.Close and not self.widget._shut:
+            try:
+                if not self.widget.review.close_guard():
+                    event.ignore()
+                    return True
+                self.widget.shutdown()
+            except RuntimeError as exc:  # Qt deleted part of the dock during teardown
+                log.debug("closing: %s", exc)
         return False
 
 
@@ -119,6 +122,10 @@ class SGNetWidget(QWidget):
         self.scroll = scrolled(content, self)
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
+        self.slide_label = QLabel("")  # which slide the dock works on (the selected one)
+        self.slide_label.setObjectName("sgnet_slide_label")
+        self.slide_label.setWordWrap(True)
+        layout.addWidget(self.slide_label)
         layout.addWidget(self._model_box())
         layout.addWidget(self._run_box())
         layout.addWidget(self._display_box())
@@ -127,6 +134,7 @@ class SGNetWidget(QWidget):
         layout.addStretch(1)
         self._connect()
         self.controller.attach()
+        self._show_slide()
         self._select_model(model)
 
     # ------------------------------------------------------------------ sections
@@ -281,7 +289,7 @@ class SGNetWidget(QWidget):
         return [(ev.model, self._on_model), (ev.model_error, self._on_model_error),
                 (ev.palette, self.palette_view.set_palette), (ev.store, self._update_store_label),
                 (ev.offered, self._on_offered), (ev.ood, self._on_ood),
-                (ev.slide, self._check_ood)]
+                (ev.slide, self._check_ood), (ev.slide, self._show_slide)]
 
     def _connect(self) -> None:
         c = self.controller
@@ -301,6 +309,12 @@ class SGNetWidget(QWidget):
         for signal in (c.shown, self.review.committed, self.review.undone):
             signal.connect(self._show_provenance)
         self.state.events.session.connect(self._show_provenance)
+
+    def _show_slide(self, *_: Any) -> None:
+        layer = self.controller.slide_layer
+        name = layer.name if layer is not None and self.state.slide is not None else None
+        self.slide_label.setText(f"Slide: {name}" if name else "Slide: none (select one)")
+        self.slide_label.setToolTip("The selected slide (each slide keeps its own labels).")
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, max(total, 1))

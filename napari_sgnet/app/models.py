@@ -14,6 +14,7 @@ user presses "Use this model".
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = [
     "warm_up",
     "working_downsample",
 ]
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- app model choice
@@ -95,12 +98,29 @@ def choose_model(source: Any = None) -> ModelChoice:
     return ModelChoice(describe_model(source))
 
 
-def warm_up(choice: ModelChoice, device: str = "auto") -> str:
-    """Load the model once (cached per process) so the first run starts at once.
+def warm_up(choice: ModelChoice, device: str = "auto", batch: int = 2) -> str:
+    """Load the model once (cached per process) and run it once, so the first run starts at once.
+
+    The forward pass on a blank batch of ``batch`` patches (the app's view batch) makes the
+    backend build its kernels for those shapes now rather than on the first real tiles
+    (on a CPU the first forward is several times slower than the next ones).
 
     Returns the device it is on, for the status line.
     """
+    import numpy as np
+
     predictor = get_predictor(choice.spec, device)
+    info = predictor.info
+    size = int(info.patch_size)
+    local = np.full((batch, size, size, 3), 255, np.uint8)
+    context = None
+    if info.context_factor is not None:
+        outer = round(size * float(info.context_factor))
+        context = np.full((batch, outer, outer, 3), 255, np.uint8)
+    try:
+        predictor.predict(local, context)
+    except Exception as exc:  # a warm-up must never stop the app: the run reports errors
+        log.debug("warm-up forward of %s failed: %s", info.name, exc, exc_info=exc)
     return str(getattr(predictor, "device", device))
 
 

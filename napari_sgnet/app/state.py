@@ -8,6 +8,11 @@ fine-tuned model on offer. Widgets change it through its methods and observe
 signals another. :func:`state_for` gives each viewer its own state (kept in a weak
 dictionary, so it goes with the viewer).
 
+Several slides can share one viewer: the state keeps what belongs to a slide (its pyramid,
+transform, review session and out-of-distribution checks) in a :class:`SlideContext` per slide,
+keyed by whatever the caller names the slide by (the dock uses the slide layer's unique id).
+:meth:`AppState.set_slide` with a key seen before restores that slide's context.
+
 State changes are made on the main thread; listeners run synchronously, in the thread that
 made the change.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +38,7 @@ from napari_sgnet.io.labelstore import LabelStore
 from napari_sgnet.io.pyramid import Pyramid
 from napari_sgnet.palette import GLEASON, Palette
 
-__all__ = ["AppState", "AppStateEvents", "open_review_session", "state_for"]
+__all__ = ["AppState", "AppStateEvents", "SlideContext", "open_review_session", "state_for"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,28 @@ class AppStateEvents(SignalGroup):
     when the slide or the model changed and nothing is judged yet."""
 
 
+@dataclass(eq=False)
+class SlideContext:
+    """What belongs to one slide of the viewer: kept while another slide is reviewed.
+
+    Attributes
+    ----------
+    slide : Pyramid
+        The slide.
+    transform : tuple
+        Its layer's world ``(scale, translate)``.
+    session : ReviewSession or None
+        Its review session (``None`` until its label store exists and is open).
+    ood : dict
+        Its out-of-distribution checks by scope (``"slide"``, ``"region"``).
+    """
+
+    slide: Pyramid
+    transform: Transform
+    session: ReviewSession | None = None
+    ood: dict[str, OODResult] = field(default_factory=dict)
+
+
 class AppState:
     """What the napari-sgnet widgets of one viewer share.
 
@@ -92,6 +120,8 @@ class AppState:
         self._user_palette = False
         self._offered: Path | None = None
         self._ood: dict[str, OODResult] = {}
+        self._slide_key: Any = None
+        self._contexts: dict[Any, SlideContext] = {}
 
     # ------------------------------------------------------------------ model
     @property
@@ -153,25 +183,82 @@ class AppState:
         """World ``(scale, translate)`` of the slide layer's ``(y, x)`` axes."""
         return self._transform
 
-    def set_slide(self, slide: Pyramid | None, *, scale: tuple[float, float] | None = None,
-                  translate: tuple[float, float] = (0.0, 0.0)) -> None:
-        """Review ``slide`` (shown with ``scale`` / ``translate``); closes the review session.
+    @property
+    def slide_key(self) -> Any:
+        """What the current slide was keyed by in :meth:`set_slide` (``None``: no key)."""
+        return self._slide_key
 
-        Emits ``session`` (``None``, when one was open), ``slide`` and ``store``.
+    def set_slide(self, slide: Pyramid | None, *, scale: tuple[float, float] | None = None,
+                  translate: tuple[float, float] = (0.0, 0.0), key: Any = None) -> None:
+        """Review ``slide`` (shown with ``scale`` / ``translate``).
+
+        The current slide's session and checks are kept under its key; with a ``key`` seen
+        before (and the same slide) that slide's session and checks come back, otherwise the
+        slide starts without a session. Emits ``session`` (when it changes), ``slide``,
+        ``store`` and ``ood`` (when the checks change).
         """
+        self._save_context()
+        context = self._contexts.get(key) if key is not None else None
+        if context is not None and context.slide is not slide:
+            context = None
         if scale is None:
             mpp = slide.mpp if slide is not None and slide.mpp is not None else 1.0
             scale = (mpp, mpp)
         self._slide = slide
+        self._slide_key = key
         self._transform = ((float(scale[0]), float(scale[1])),
                            (float(translate[0]), float(translate[1])))
         self.runs.invalidate()
-        self._clear_ood()
-        if self._session is not None:
-            self._session = None
-            self.events.session.emit(None)
+        session = context.session if context is not None else None
+        ood = dict(context.ood) if context is not None else {}
+        if ood != self._ood:
+            self._ood = ood
+            self.events.ood.emit(None)
+            for result in ood.values():
+                self.events.ood.emit(result)
+        if session is not self._session:
+            self._session = session
+            self.events.session.emit(session)
         self.events.slide.emit(slide)
         self.events.store.emit(self.store_path)
+
+    def _save_context(self) -> None:
+        if self._slide is not None and self._slide_key is not None:
+            self._contexts[self._slide_key] = SlideContext(
+                self._slide, self._transform, self._session, dict(self._ood))
+
+    def forget_slide(self, key: Any) -> None:
+        """Drop what was kept for the slide keyed ``key`` (its layer left the viewer).
+
+        The current slide is not changed by this (call :meth:`set_slide` for that).
+        """
+        self._contexts.pop(key, None)
+
+    def context(self, key: Any) -> SlideContext | None:
+        """What is kept for the slide keyed ``key`` (the current one's is up to date)."""
+        if key is not None and key == self._slide_key and self._slide is not None:
+            return SlideContext(self._slide, self._transform, self._session, dict(self._ood))
+        return self._contexts.get(key)
+
+    def keep_session(self, session: ReviewSession) -> bool:
+        """Keep ``session`` with the (not current) slide it was opened for, if that has none.
+
+        For a store that finished opening after the person switched to another slide.
+        Returns whether it was kept.
+        """
+        for ctx in self._contexts.values():
+            if ctx.slide is session.slide and ctx.session is None:
+                ctx.session = session
+                return True
+        return False
+
+    def sessions(self) -> list[ReviewSession]:
+        """The open review sessions of every slide of the viewer (the current one first)."""
+        out = [self._session] if self._session is not None else []
+        for key, ctx in self._contexts.items():
+            if key != self._slide_key and ctx.session is not None and ctx.session not in out:
+                out.append(ctx.session)
+        return out
 
     @property
     def store_dir(self) -> Path | None:
