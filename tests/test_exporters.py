@@ -411,3 +411,19 @@ def test_cli_export(store: LabelStore, tmp_path: Path, capsys, monkeypatch):
         == 0
     )
     assert zarr.open_group(zarr_out, mode="r").metadata.zarr_format == 2
+
+
+def test_float_label_image_is_refused_naming_the_file(store: LabelStore, tmp_path: Path):
+    """An OME-Zarr label image whose level 0 holds floats: a StoreError naming the file."""
+    import zarr
+
+    from napari_sgnet.errors import StoreError
+
+    levels = [np.asarray(a) for a in store.levels_as_dask()]
+    out = export_omezarr(levels[0], tmp_path / "f.ome.zarr", chunk=64, mpp=MPP)
+    group = zarr.open_group(out, mode="r+")
+    path = group.attrs["ome"]["multiscales"][0]["datasets"][0]["path"]
+    shape = group[path].shape
+    group.create_array(path, shape=shape, dtype="float64", overwrite=True)
+    with pytest.raises(StoreError, match=r"f\.ome\.zarr.*non-integer dtype float64"):
+        read_omezarr_labels(out)

@@ -300,14 +300,17 @@ def read_omezarr_labels(path: str | Path) -> LabelSource:
     else:
         base, mpp, offset = _foreign_placement(multiscale, x_scale[0])
         size = None
-    return LabelSource(
-        levels=levels,
-        downsamples=downsamples,
-        palette=palette,
-        base_downsample=base,
-        mpp=mpp,
-        offset=(float(offset[0]), float(offset[1])),
-        slide_size=(int(size[0]), int(size[1])) if size else None,
-        name=str(multiscale.name or path.stem),
-        provenance=dict(record.get("provenance") or {"source": str(path)}),
-    )
+    try:
+        return LabelSource(
+            levels=levels,
+            downsamples=downsamples,
+            palette=palette,
+            base_downsample=base,
+            mpp=mpp,
+            offset=(float(offset[0]), float(offset[1])),
+            slide_size=(int(size[0]), int(size[1])) if size else None,
+            name=str(multiscale.name or path.stem),
+            provenance=dict(record.get("provenance") or {"source": str(path)}),
+        )
+    except ValueError as exc:  # e.g. a float label level: name the file
+        raise StoreError(path, f"not usable as labels: {exc}") from exc
