@@ -673,13 +673,7 @@ class LabelStore:
         StoreError
             When the store keeps no probabilities.
         """
-        arr = self._group.get(PROBABILITIES)
-        if not isinstance(arr, zarr.Array):
-            raise StoreError(
-                self.path,
-                "keeps no probabilities: predict with --probabilities into a new store "
-                "(or --overwrite)",
-            )
+        arr = self._probabilities_array()
         out = np.zeros((arr.shape[0], box.h, box.w), dtype=np.uint8)
         inner = box.clip(self.width, self.height)
         if not inner.is_empty:
@@ -695,10 +689,18 @@ class LabelStore:
         StoreError
             When the store keeps no probabilities.
         """
+        return _lazy(self._probabilities_array())
+
+    def _probabilities_array(self) -> zarr.Array:
+        """The ``probabilities`` array, or a StoreError saying how to get one."""
         arr = self._group.get(PROBABILITIES)
         if not isinstance(arr, zarr.Array):
-            raise StoreError(self.path, "keeps no probabilities")
-        return _lazy(arr)
+            raise StoreError(
+                self.path,
+                "keeps no probabilities: predict with --probabilities into a new store "
+                "(or --overwrite)",
+            )
+        return arr
 
     def read_edited(self, box: Box) -> np.ndarray:
         """Edited mask (0/1) in a level-0 box, 0 past the edge."""
