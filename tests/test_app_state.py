@@ -316,7 +316,7 @@ def test_export_table_is_the_cli_and_the_npe2_writers():
     from napari_sgnet._napari import writer
     from napari_sgnet.cli.export_cmd import FORMATS
 
-    assert FORMATS == tuple(EXPORTS) == ("ome-zarr", "geojson", "tiff", "patches")
+    assert FORMATS == tuple(EXPORTS) == ("ome-zarr", "geojson", "tiff", "patches", "probabilities")
     manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "napari.yaml").read_text())
     commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
     by_function = {"write_omezarr": "ome-zarr", "write_geojson": "geojson", "write_tiff": "tiff"}

@@ -29,7 +29,7 @@ from napari_sgnet.errors import (
 PACKAGE = Path(napari_sgnet.__file__).resolve().parent
 
 #: Errors raised for control flow or internal faults, not for something the user can fix.
-NOT_USER_INPUT = {"EvalCancelledError", "_CancelledError"}
+NOT_USER_INPUT = {"EvalCancelledError", "_CancelledError", "GeneratorCrashError"}
 
 
 def _error_classes() -> dict[str, type[BaseException]]:

@@ -26,6 +26,8 @@ from typing import Any
 from napari.qt.threading import FunctionWorker, GeneratorWorker, WorkerBase, create_worker
 from qtpy.QtCore import Qt, QThreadPool
 
+from napari_sgnet.errors import SGNetError
+
 __all__ = [
     "GeneratorCrashError",
     "app_pool",
@@ -85,7 +87,7 @@ def _log_error(name: str) -> Callable[[BaseException], None]:
     return log_error
 
 
-class GeneratorCrashError(Exception):
+class GeneratorCrashError(SGNetError):
     """A ``RuntimeError`` raised in a generator worker, with it as ``__cause__``.
 
     superqt takes a ``RuntimeError`` out of a generator for a deleted worker and only warns

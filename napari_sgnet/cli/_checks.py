@@ -37,6 +37,12 @@ _MPP = Rule(*MPP_RANGE, unit="µm/px")
 _SEED = Rule(0, 2**63 - 1, integer=True)
 _COUNT = Rule(1, 10**9, integer=True)
 
+#: Per command, bounds that differ from :data:`RULES` (``train --workers`` counts DataLoader
+#: processes, where 0 means "load in the main process").
+COMMAND_RULES: dict[str, dict[str, Rule]] = {
+    "train": {"workers": Rule(0, 64, integer=True)},
+}
+
 #: Option destination -> its bounds.
 RULES: dict[str, Rule] = {
     "mpp": _MPP,
@@ -145,7 +151,7 @@ def check_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None 
     for dest, value in sorted(vars(args).items()):
         if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        rule = RULES.get(dest)
+        rule = COMMAND_RULES.get(str(getattr(args, "command", "")), {}).get(dest, RULES.get(dest))
         name = _flag(parser, dest)
         if rule is None:
             if isinstance(value, float) and not math.isfinite(value):

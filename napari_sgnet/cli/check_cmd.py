@@ -11,12 +11,12 @@ store is sound (or was repaired), 2 problems found (or bad input), 1 other error
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 from napari_sgnet.cli.main import EXIT_BAD_INPUT, EXIT_OK
 from napari_sgnet.errors import StoreError
 from napari_sgnet.inference.request import RequestError
@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--model", default=None,
                    help="the store's model (default: the registered model of the store's name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (repair)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_option(p, "the report")
     p.set_defaults(func=run)
 
 
@@ -126,15 +126,16 @@ def run(args: argparse.Namespace) -> int:
         relink_slide(LabelStore.open(args.store), args.slide)
         print(f"{args.store}: slide re-linked to {Path(args.slide).absolute()}")
     if report.ok or not args.repair:
-        print(json.dumps(_report_dict(report), indent=2) if args.json else report.message())
+        emit_json(_report_dict(report), args.json)
+        if not json_on_stdout(args):
+            print(report.message())
         return EXIT_OK if report.ok else EXIT_BAD_INPUT
     print(report.message(), file=sys.stderr)
     n = _repair(store, report, args)
     after = verify_store(store)
-    if args.json:
-        print(json.dumps({"before": _report_dict(report), "repredicted": n,
-                          "after": _report_dict(after)}, indent=2))
-    else:
+    emit_json({"before": _report_dict(report), "repredicted": n, "after": _report_dict(after)},
+              args.json)
+    if not json_on_stdout(args):
         print(f"{args.store}: re-predicted {n} tile(s)")
         print(after.message())
     return EXIT_OK if after.ok else EXIT_BAD_INPUT

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
+
+from napari_sgnet.cli._output import add_json_option, emit_json, json_on_stdout
 
 __all__ = ["register", "run"]
 
@@ -30,7 +31,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs logit difference")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier ONNX export")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json_option(p, "the result")
     p.set_defaults(func=run)
 
 
@@ -45,9 +46,8 @@ def run(args: argparse.Namespace) -> int:
         "labels_identical": result.labels_identical,
         "test_tiles": result.tiles,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
+    emit_json(summary, args.json)
+    if not json_on_stdout(args):
         print(
             f"wrote {result.path} (onnxruntime vs torch on {result.tiles} test tiles: max abs "
             f"logit difference {result.max_abs_diff:.2e}, labels identical)"
