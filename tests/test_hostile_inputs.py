@@ -150,6 +150,16 @@ def test_truncated_pyramid_is_refused_not_read_wrong(tmp_path):
         assert not probe(cut).ok
 
 
+@pytest.mark.parametrize("keep", [500_000, 200])
+def test_truncated_real_svs_is_refused_naming_the_file(tmp_path, keep):
+    """The bundled Aperio slide cut short (its IFDs live at the end of the file)."""
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes((ROOT / "sample_data" / "CMU-1-Small-Region.svs").read_bytes()[:keep])
+    with pytest.raises(SlideError, match=r"cut\.svs.*(truncated|damaged|not a)"):
+        open_pyramid(cut)
+    assert not probe(cut).ok
+
+
 def test_tile_table_claiming_2_30_values_is_refused(tmp_path):
     path = craft.tiled_tiff(tmp_path / "lying.tif")
     craft.set_tag(path, "TileOffsets", count=2**30)

@@ -335,7 +335,12 @@ def _main_series(tf: tifffile.TiffFile, path: Path) -> tuple[int, Any]:
         if "Y" in s.axes and "X" in s.axes and not _is_aux(s)
     ]
     if not candidates:
-        raise CorruptSlideError(path, "contains no 2-D image (only labels/thumbnails or nothing)")
+        size = tf.filehandle.size
+        raise CorruptSlideError(
+            path,
+            "contains no readable 2-D image: only labels/thumbnails, or the file is truncated or "
+            f"damaged ({size:,} bytes; tifffile found {len(tf.pages)} readable page(s))",
+        )
     return max(candidates, key=lambda item: (_yx(item[1])[0] * _yx(item[1])[1], -item[0]))
 
 
