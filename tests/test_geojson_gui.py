@@ -17,7 +17,6 @@ from napari_sgnet._napari.geojson_layer import IMPORT_ROLE
 from napari_sgnet._napari.layers import image_layer_data
 from napari_sgnet._napari.reader import get_reader
 from napari_sgnet._napari.session import layer_role
-from napari_sgnet._qt import dialogs
 from napari_sgnet._qt.widget import SGNetWidget
 from napari_sgnet.geometry import Box
 from napari_sgnet.inference.testing import PixelRulePredictor, pattern_slide
@@ -28,12 +27,6 @@ pytestmark = pytest.mark.gui
 
 MPP = 0.5
 TIMEOUT = 60_000
-
-
-@pytest.fixture(autouse=True)
-def _no_modal_dialogs(monkeypatch):
-    monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
-    monkeypatch.setattr(dialogs, "ask_close", lambda *a, **k: "keep")
 
 
 def _polygon(path: Path, cls: str, ring: list, hole: list | None = None) -> Path:

@@ -50,13 +50,6 @@ def tiny_models(tmp_path_factory):
     return out
 
 
-@pytest.fixture(autouse=True)
-def _no_modal_dialogs(monkeypatch):
-    """Dialogs never block: confirm yes, keep edits on close (tests override as needed)."""
-    monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
-    monkeypatch.setattr(dialogs, "ask_close", lambda *a, **k: "keep")
-
-
 def _open(make_napari_viewer, tmp_path, model, slide=None):
     viewer = make_napari_viewer(show=True)
     slide = slide or pattern_slide(1024, 768, mpp=MPP, levels=3, name="pattern")

@@ -27,12 +27,6 @@ MPP = 0.5
 TIMEOUT = 60_000
 
 
-@pytest.fixture(autouse=True)
-def _no_modal_dialogs(monkeypatch):
-    monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
-    monkeypatch.setattr(dialogs, "ask_close", lambda *a, **k: "keep")
-
-
 def _add_slide(viewer, name, seed_shift=0, size=(512, 384)):
     slide = pattern_slide(size[0] + 64 * seed_shift, size[1], mpp=MPP, levels=2, name=name)
     data, kwargs, _ = image_layer_data(slide, name=name)

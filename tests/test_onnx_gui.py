@@ -12,7 +12,6 @@ pytest.importorskip("onnxruntime", reason="ONNX models need the onnx extra (onnx
 pytest.importorskip("onnxscript", reason="torch.onnx's dynamo exporter needs onnxscript")
 
 from napari_sgnet._napari.layers import image_layer_data  # noqa: E402
-from napari_sgnet._qt import dialogs  # noqa: E402
 from napari_sgnet._qt.widget import SGNetWidget  # noqa: E402
 from napari_sgnet.config import ModelConfig  # noqa: E402
 from napari_sgnet.geometry import Box  # noqa: E402
@@ -41,8 +40,6 @@ def test_dock_lists_and_runs_an_onnx_model(make_napari_viewer, qtbot, tmp_path, 
     export = export_onnx(torch_dir, models / "tiny-byom-onnx")
     assert export.labels_identical
     monkeypatch.setenv(MODELS_ENV, str(models))
-    monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
-    monkeypatch.setattr(dialogs, "ask_close", lambda *a, **k: "keep")
 
     viewer = make_napari_viewer(show=True)
     slide = pattern_slide(512, 384, mpp=0.5, levels=2, name="pattern")

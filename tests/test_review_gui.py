@@ -28,12 +28,6 @@ MPP = 0.5
 TIMEOUT = 60_000
 
 
-@pytest.fixture(autouse=True)
-def _no_modal_dialogs(monkeypatch):
-    monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
-    monkeypatch.setattr(dialogs, "ask_close", lambda *a, **k: "keep")
-
-
 def _slide():
     return pattern_slide(1024, 768, mpp=MPP, levels=3, name="pattern")
 
