@@ -190,6 +190,43 @@ def _check_exports(paths, store, labels):
     assert any((manifest.parent / "items").iterdir())  # patches around the correction
 
 
+def test_choosing_a_checkpoint_digests_its_weights_on_a_worker(
+        make_napari_viewer, qtbot, tmp_path, tiny_models, monkeypatch):
+    """Picking a checkpoint in the model box reads its weights (the digest) off the main
+    thread; the label shows the model once described, and a later choice wins."""
+    import shutil
+    import threading
+
+    from napari_sgnet.registry import cards
+
+    _viewer, widget = _open(make_napari_viewer, tmp_path, PixelRulePredictor(64, mpp=MPP))
+    fresh = [shutil.copytree(m, tmp_path / f"copy-{i}") for i, m in enumerate(tiny_models)]
+    threads: list[str] = []
+    digest = cards.weights_digest
+
+    def recording(path):
+        threads.append(threading.current_thread().name)
+        return digest(path)
+
+    monkeypatch.setattr(cards, "weights_digest", recording)
+    combo = widget.model_combo
+    for path in fresh:  # two quick choices: only the last one is applied
+        combo.select(path)
+        combo.activated.emit(combo.currentIndex())
+    assert "Reading the chosen model" in widget.model_label.text()
+    qtbot.waitUntil(lambda: "tiny-1" in widget.model_label.text(), timeout=TIMEOUT)
+    assert widget.state.model_source == fresh[1]
+    assert threads and threading.main_thread().name not in threads, threads
+    qtbot.wait(200)
+    assert "tiny-1" in widget.model_label.text()  # the earlier choice did not land after
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    combo.select(broken)
+    combo.activated.emit(combo.currentIndex())
+    qtbot.waitUntil(lambda: widget.state.model is None, timeout=TIMEOUT)
+    assert "broken" in widget.model_label.text()
+
+
 def test_discard_autosave_and_close_guard(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     model = PixelRulePredictor(64, mpp=1.0)
     viewer, widget = _open(make_napari_viewer, tmp_path, model)

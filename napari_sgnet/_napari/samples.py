@@ -11,7 +11,15 @@ from napari_sgnet._napari.layers import (
     pyramid_scale,
 )
 
-__all__ = ["SAMPLE_SVS", "cmu_sample", "sample_data_dir", "synthetic_sample"]
+__all__ = [
+    "SAMPLE_SVS",
+    "SYNTHETIC_SAMPLE_SEED",
+    "SYNTHETIC_SAMPLE_SIZE",
+    "cmu_sample",
+    "sample_data_dir",
+    "synthetic_cache_path",
+    "synthetic_sample",
+]
 
 
 def sample_data_dir() -> Path:
@@ -20,6 +28,15 @@ def sample_data_dir() -> Path:
 
 
 SAMPLE_SVS = "CMU-1-Small-Region.svs"
+
+#: The synthetic sample of napari's File > Open Sample menu.
+SYNTHETIC_SAMPLE_SIZE = 16384
+SYNTHETIC_SAMPLE_SEED = 2024
+
+
+def synthetic_cache_path(size: int, seed: int) -> Path:
+    """The shipped cache of a synthetic sample's coarse levels (may not exist)."""
+    return sample_data_dir() / f"synthetic-{size}-seed{seed}-coarse.tif"
 
 
 def cmu_sample() -> list[LayerData]:
@@ -30,11 +47,19 @@ def cmu_sample() -> list[LayerData]:
     return [image_layer_data(pyramid, name="CMU-1-Small-Region")]
 
 
-def synthetic_sample(size: int = 16384, seed: int = 2024) -> list[LayerData]:
-    """A synthetic Gleason-like slide (lazy, ``size`` x ``size``) with its ground truth."""
-    from napari_sgnet.synthetic import sample_slide
+def synthetic_sample(
+    size: int = SYNTHETIC_SAMPLE_SIZE, seed: int = SYNTHETIC_SAMPLE_SEED
+) -> list[LayerData]:
+    """A synthetic Gleason-like slide (lazy, ``size`` x ``size``) with its ground truth.
 
-    slide = sample_slide(size=size, seed=seed)
+    The coarse levels napari draws first come from the exact shipped cache
+    (``sample_data/``, see :mod:`napari_sgnet.synthetic.cache`) when it matches the
+    generator; every other pixel renders on demand.
+    """
+    from napari_sgnet.synthetic import sample_slide
+    from napari_sgnet.synthetic.cache import with_coarse_cache
+
+    slide = with_coarse_cache(sample_slide(size=size, seed=seed), synthetic_cache_path(size, seed))
     image = image_layer_data(slide.image, name=f"synthetic-gleason-{seed}")
     truth = labels_layer_data(
         slide.labels.levels,

@@ -65,6 +65,15 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+
+def finetune_in_worker(sources: Any, base: Path | None, models_dir: Path, steps: int, lr: float,
+                       **kwargs: Any) -> Any:
+    """:func:`~napari_sgnet.training.finetune.run.finetune`, imported here, on the worker:
+    the training stack (torch) loads off the main thread."""
+    from napari_sgnet.training.finetune.run import FinetuneConfig, finetune
+
+    return finetune(sources, base, models_dir, FinetuneConfig(steps=steps, lr=lr), **kwargs)
+
 class _Bridge(QObject):
     """Carries progress reports from the worker thread to the main thread (queued)."""
 
@@ -277,16 +286,13 @@ class FinetuneWidget(QWidget):
         if not sources:
             self.status_label.setText("Add a label store or a patch folder first.")
             return False
-        from napari_sgnet.training.finetune.run import FinetuneConfig, finetune
-
-        config = FinetuneConfig(steps=int(self.settings.steps.value),
-                                lr=float(self.settings.lr.value))
+        steps, lr = int(self.settings.steps.value), float(self.settings.lr.value)
         self._cancel = threading.Event()
         self.result = None
         self.use_btn.setEnabled(False)
         self.result_label.setText("")
         self._worker = create_worker(
-            finetune, sources, self.base_model(), self.models_dir, config,
+            finetune_in_worker, sources, self.base_model(), self.models_dir, steps, lr,
             progress=self._bridge.report.emit, cancel=self._cancel, _start_thread=False,
             _connect={"returned": self._on_returned, "errored": self._on_errored,
                       "finished": self._on_finished},

@@ -47,11 +47,13 @@ from napari_sgnet._qt.review_controls import (
     provenance_text,
     scrolled,
 )
-from napari_sgnet._qt.workers import function_worker, start_worker
+from napari_sgnet._qt.workers import function_worker, original_error, start_worker
+from napari_sgnet.app import models as app_models
 from napari_sgnet.app.exports import DOCK_EXPORT_KINDS, EXPORTS
 from napari_sgnet.app.models import ModelChoice
 from napari_sgnet.app.review import ERASER_MEANINGS
 from napari_sgnet.app.state import AppState, state_for
+from napari_sgnet.errors import UserInputError
 from napari_sgnet.inference.ood import OODResult
 from napari_sgnet.inference.request import DEVICES
 
@@ -115,6 +117,7 @@ class SGNetWidget(QWidget):
         self.geojson_drop = GeoJSONDrop(self.review)  # a dropped .geojson: an edit to review
         self._guarded = 0  # id() of the window with the close guard (no strong reference)
         self._shut = False
+        self._model_request = 0  # the latest model choice described on a worker
         self._close_guard = _CloseGuard(self)
         self._shortcuts: list[Any] = []
         self.activity = ActivityProgress("SGNet: predicting")
@@ -427,7 +430,31 @@ class SGNetWidget(QWidget):
         state.set_model(model)
 
     def _on_model_chosen(self, source: Any) -> None:
-        self.state.set_model(source)
+        """A person picked a model: describe it on a worker (a checkpoint's weights digest
+        reads the whole weights file; an ONNX model's contract check loads onnx)."""
+        self._model_request += 1
+        request = self._model_request
+        name = Path(source).name if isinstance(source, (str, Path)) else type(source).__name__
+        self.model_label.setText("Reading the chosen model...")
+        self.model_label.setToolTip(name)
+        self.model_label.setStyleSheet("color: gray;")
+        worker = function_worker(app_models.choose_model, source)
+        worker.returned.connect(lambda choice: self._on_model_described(request, source, choice))
+        worker.errored.connect(lambda exc: self._on_model_undescribed(request, exc))
+        start_worker(worker)
+
+    def _on_model_described(self, request: int, source: Any, choice: ModelChoice) -> None:
+        if request == self._model_request and not self._shut:  # else a later choice won
+            self.state.set_model(source, choice=choice)
+
+    def _on_model_undescribed(self, request: int, exc: BaseException) -> None:
+        if request != self._model_request or self._shut:
+            return
+        err = original_error(exc)
+        if isinstance(err, UserInputError):
+            self.state.set_model_error(str(err))
+        else:
+            self.controller.report_error(err)
 
     def _load_palette(self) -> None:
         path = dialogs.ask_open_file(self, "Load a class palette", Path.home(), "JSON (*.json)")

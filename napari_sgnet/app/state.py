@@ -139,18 +139,19 @@ class AppState:
         """Why the last choice of model failed (``""`` when it did not)."""
         return self._model_error
 
-    def set_model(self, source: Any = None) -> bool:
+    def set_model(self, source: Any = None, *, choice: ModelChoice | None = None) -> bool:
         """Choose the model for new runs: ``None`` (bundled), a checkpoint folder or a predictor.
 
         Emits ``model`` (and ``palette`` when the palette follows the model), or
         ``model_error`` when the model cannot be described; returns whether it worked.
+        ``choice`` is ``choose_model(source)`` when the caller already described it (the
+        dock does, on a worker: describing a checkpoint reads its weights for the digest).
         """
         try:
-            choice = choose_model(source)
+            if choice is None:
+                choice = choose_model(source)
         except UserInputError as exc:
-            self._model, self._model_source, self._model_error = None, None, str(exc)
-            self.runs.invalidate()
-            self.events.model_error.emit(self._model_error)
+            self.set_model_error(str(exc))
             return False
         self._model, self._model_source, self._model_error = choice, source, ""
         self.runs.invalidate()
@@ -159,6 +160,12 @@ class AppState:
             self.set_palette(choice.info.palette, user=False)
         self.events.model.emit(choice)
         return True
+
+    def set_model_error(self, message: str) -> None:
+        """The chosen model cannot be used (``message`` says why): no model until another."""
+        self._model, self._model_source, self._model_error = None, None, str(message)
+        self.runs.invalidate()
+        self.events.model_error.emit(self._model_error)
 
     # ------------------------------------------------------------------ device
     @property
