@@ -130,7 +130,7 @@ def _probe_dask_schedulers() -> None:
     its first compute, ~0.5-1 s), so the first run's first slide read does not pay it."""
     from dask.base import get_scheduler
 
-    get_scheduler(scheduler="sync")
+    get_scheduler(scheduler="sync")  # type: ignore[no-untyped-call]
 
 
 def working_downsample(slide: Pyramid, info: ModelInfo) -> float:

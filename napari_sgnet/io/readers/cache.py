@@ -161,8 +161,8 @@ class MemoLevel:
     def __getitem__(self, key: Any) -> np.ndarray:
         with self._lock:
             if self._data is None:
-                self._data = np.asarray(self.lazy.compute(scheduler="sync"))
-        return self._data[key]
+                self._data = np.asarray(self.lazy.compute(scheduler="sync"))  # type: ignore[no-untyped-call]
+        return cast(np.ndarray, self._data[key])
 
 
 def _memoized(level: da.Array) -> da.Array:
