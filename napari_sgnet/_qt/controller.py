@@ -27,7 +27,7 @@ from napari_sgnet._qt.workers import (
 )
 from napari_sgnet.app.models import ModelChoice, warm_up, working_downsample
 from napari_sgnet.app.review import MAX_VIEW_TILES, ReviewSession, coarse_view_message
-from napari_sgnet.app.runs import RunTicket
+from napari_sgnet.app.runs import RunTicket, prime_slide
 from napari_sgnet.app.state import AppState, open_review_session
 from napari_sgnet.app.viewport import camera_of, view_of_viewer, visible_box
 from napari_sgnet.errors import report_failure
@@ -233,6 +233,8 @@ class AppController(LayerDisplay, QObject):
         self.slide_layer = layer
         slide = context.slide if context is not None else pyramid_from_layer(layer)
         self.state.set_slide(slide, scale=scale, translate=translate, key=key)
+        if context is None:  # fingerprint + tissue mask now, not on the first run's path
+            start_worker(function_worker(prime_slide, slide))
         if self.session is not None:  # restored: its layers are there (or come back)
             return True
         path = self.state.store_path

@@ -119,9 +119,18 @@ def warm_up(choice: ModelChoice, device: str = "auto", batch: int = 2) -> str:
         context = np.full((batch, outer, outer, 3), 255, np.uint8)
     try:
         predictor.predict(local, context)
+        _probe_dask_schedulers()
     except Exception as exc:  # a warm-up must never stop the app: the run reports errors
         log.debug("warm-up forward of %s failed: %s", info.name, exc, exc_info=exc)
     return str(getattr(predictor, "device", device))
+
+
+def _probe_dask_schedulers() -> None:
+    """Make dask look for a distributed client now (it imports ``distributed`` to do so on
+    its first compute, ~0.5-1 s), so the first run's first slide read does not pay it."""
+    from dask.base import get_scheduler
+
+    get_scheduler(scheduler="sync")  # type: ignore[no-untyped-call]
 
 
 def working_downsample(slide: Pyramid, info: ModelInfo) -> float:

@@ -32,10 +32,46 @@ from napari_sgnet.geometry import Box
 from napari_sgnet.inference.models import ModelSpec
 from napari_sgnet.inference.request import ProgressEvent
 from napari_sgnet.inference.session import InferenceSession, SupersedableRun
+from napari_sgnet.inference.tissue import tissue_mask
+from napari_sgnet.io.labelstore.meta import slide_identity
+from napari_sgnet.io.pyramid import Pyramid
 
-__all__ = ["RunTicket", "ViewportRuns"]
+__all__ = ["RunTicket", "ViewportRuns", "prime_slide"]
 
 log = logging.getLogger(__name__)
+
+
+def prime_slide(slide: Any) -> bool:
+    """Compute ahead what the first run on ``slide`` reads before its first tile.
+
+    That is the slide's fingerprint (recorded in a new store, checked against an existing
+    one) and its tissue mask (which tiles are glass). Both are computed once per slide and
+    process and cached by the slide's content token, so calling this on a worker when the
+    slide is attached takes them off the first "Run on view"; a run that starts while they
+    are still being computed waits for them instead of computing them twice. They are the
+    same values the run would compute, so results do not change.
+
+    Parameters
+    ----------
+    slide : Pyramid
+        The slide (anything else is ignored).
+
+    Returns
+    -------
+    bool
+        True when both were computed (or cached already); False for a slide that is not a
+        :class:`~napari_sgnet.io.pyramid.Pyramid` or could not be read (the run reports
+        that itself).
+    """
+    if not isinstance(slide, Pyramid):
+        return False
+    try:
+        slide_identity(slide)
+        tissue_mask(slide)
+    except Exception as exc:  # best effort: the run itself says what is wrong
+        log.debug("priming %s failed: %s", slide.name, exc, exc_info=exc)
+        return False
+    return True
 
 
 @dataclass(eq=False)

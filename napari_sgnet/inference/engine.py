@@ -77,6 +77,7 @@ class LocalExecutor:
             readers=request.readers,
             cancel=cancel,
             probabilities=run.store.has_probabilities,
+            head_start=request.region is not None,  # a view: its first tile before reading on
             # no ramp: every forward pass has batch_size tiles (determinism), so growing the
             # first batches would only add padded passes before the viewport fills
         ):

@@ -144,6 +144,7 @@ def run_tiles(
     cancel: threading.Event | None = None,
     ramp: bool = False,
     probabilities: bool = False,
+    head_start: bool = False,
 ) -> Iterator[list[WorkItem]]:
     """Predict ``work`` and hand every batch to ``sink``; yields each batch once it is in.
 
@@ -176,6 +177,11 @@ def run_tiles(
         Also hand the per-class probabilities (``predictor.predict_probabilities``) to
         ``sink.write_probabilities`` (a :class:`~napari_sgnet.inference.sinks.StoreSink`
         of a store that keeps them), before the batch is yielded (committed).
+    head_start : bool
+        Read and predict the first batch before reading ahead
+        (:class:`~napari_sgnet.inference.prefetch.Prefetcher`): the first batch does not
+        share the cores with the reads of the next ones. Timing only: the batches and
+        their tiles are the same.
 
     Yields
     ------
@@ -189,7 +195,8 @@ def run_tiles(
         return batch, tissue, (read_batch(pyramid, plan, tissue) if tissue else None)
 
     feeder: Prefetcher[list[WorkItem], _Loaded] = Prefetcher(
-        iter_batches(work, batch_size, ramp=ramp), load, depth=prefetch, workers=readers
+        iter_batches(work, batch_size, ramp=ramp), load, depth=prefetch, workers=readers,
+        head_start=head_start,
     )
     try:
         for batch, tissue, windows in feeder:

@@ -228,11 +228,21 @@ def _open_or_create(
     return store, [], True
 
 
-def _check_done_tiles(store: LabelStore) -> None:
-    """Refuse to resume over done tiles whose chunks are damaged (``napari-sgnet check``)."""
+def _check_done_tiles(store: LabelStore, plan: TilePlan | None = None) -> None:
+    """Refuse to resume over done tiles whose chunks are damaged (``napari-sgnet check``).
+
+    With ``plan``, only the done tiles of the plan are decoded: those are the tiles the run
+    trusts (serves from the store); a viewport run checks its view, not the whole store.
+    """
     from napari_sgnet.io.labelstore.verify import verify_store
 
-    report = verify_store(store, done_only=True)
+    tiles = None
+    if plan is not None and plan.tiles:
+        tiles = np.zeros(store.grid_shape, dtype=bool)
+        ys, xs = zip(*plan.tiles, strict=True)
+        inside = (np.asarray(ys) < tiles.shape[0]) & (np.asarray(xs) < tiles.shape[1])
+        tiles[np.asarray(ys)[inside], np.asarray(xs)[inside]] = True
+    report = verify_store(store, done_only=True, tiles=tiles)
     log.info("%s: resume check of done tiles: %d chunks in %.2f s", store.path,
              report.chunks_checked, report.seconds)
     if not report.ok:
@@ -283,7 +293,7 @@ def prepare(request: InferenceRequest) -> PreparedRun:
     store, pending, created = _open_or_create(request, pyramid, spec, plan)
     try:
         if not created and request.resume and LabelStore.reset_done not in pending:
-            _check_done_tiles(store)
+            _check_done_tiles(store, plan)
         done = store.done_map()
         if LabelStore.reset_done in pending:
             done[...] = 0

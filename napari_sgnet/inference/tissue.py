@@ -75,6 +75,8 @@ MAX_SOURCE_PIXELS = 2**30
 
 _CACHE: OrderedDict[tuple[object, ...], TissueMask] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+#: Masks being computed now, each with the lock its computation holds.
+_COMPUTING: dict[tuple[object, ...], threading.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,21 @@ def tissue_mask(
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    result = _compute(pyramid, level, f, threshold, dilate)
+        computing = _COMPUTING.setdefault(key, threading.Lock())
+    with computing:  # one computation per slide: a second caller waits for the first's result
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                return _CACHE[key]
+        try:
+            result = _compute(pyramid, level, f, threshold, dilate)
+            with _CACHE_LOCK:
+                _CACHE[key] = result
+                while len(_CACHE) > 8:
+                    _CACHE.popitem(last=False)
+        finally:
+            with _CACHE_LOCK:
+                _COMPUTING.pop(key, None)
     log.info(
         "%s: tissue %.1f%% (saturation > %.3f at downsample %g)",
         pyramid.name,
@@ -285,8 +301,4 @@ def tissue_mask(
         result.threshold,
         result.downsample,
     )
-    with _CACHE_LOCK:
-        _CACHE[key] = result
-        while len(_CACHE) > 8:
-            _CACHE.popitem(last=False)
     return result

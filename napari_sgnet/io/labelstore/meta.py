@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,7 @@ def _thumbnail_digest(slide: Pyramid) -> str:
 
 
 _DIGESTS: OrderedDict[tuple[str, tuple[int, ...]], str] = OrderedDict()
+_DIGEST_LOCK = threading.Lock()
 
 
 def _cached_digest(slide: Pyramid) -> str:
@@ -79,11 +81,12 @@ def _cached_digest(slide: Pyramid) -> str:
     if not isinstance(name, str):
         return _thumbnail_digest(slide)
     key = (name, tuple(arr.shape))
-    if key not in _DIGESTS:
-        _DIGESTS[key] = _thumbnail_digest(slide)
-        while len(_DIGESTS) > 32:
-            _DIGESTS.popitem(last=False)
-    return _DIGESTS[key]
+    with _DIGEST_LOCK:  # one read per slide: a second caller waits for the first's digest
+        if key not in _DIGESTS:
+            _DIGESTS[key] = _thumbnail_digest(slide)
+            while len(_DIGESTS) > 32:
+                _DIGESTS.popitem(last=False)
+        return _DIGESTS[key]
 
 
 def slide_identity(slide: Pyramid) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,7 +141,9 @@ def _decode(arr: zarr.Array, box: Box) -> tuple[np.ndarray | None, str | None]:
         return None, f"cannot be decoded ({type(exc).__name__}: {exc})"
 
 
-def verify_store(store: LabelStore, *, done_only: bool = False) -> StoreReport:
+def verify_store(
+    store: LabelStore, *, done_only: bool = False, tiles: np.ndarray | None = None
+) -> StoreReport:
     """Check a store's structure and chunks (see the module doc).
 
     Chunks are decoded :data:`BLOCK_CHUNKS` x :data:`BLOCK_CHUNKS` at a time (zarr decodes
@@ -154,6 +156,10 @@ def verify_store(store: LabelStore, *, done_only: bool = False) -> StoreReport:
     done_only : bool
         Only the chunks a resume would trust: level-0 labels and confidence under done
         tiles, and the done-map.
+    tiles : numpy.ndarray, optional
+        With ``done_only``: a boolean ``grid_shape`` mask of the tiles a run would trust
+        (e.g. those of a viewport run); only the done tiles among them are checked, so the
+        check costs the view, not the whole store. The done-map is checked whole.
 
     Returns
     -------
@@ -181,6 +187,8 @@ def verify_store(store: LabelStore, *, done_only: bool = False) -> StoreReport:
             ))  # fmt: skip
         done[box.y : box.y1, box.x : box.x1] = np.where(bad, 0, data)
     wanted = done if done_only else None
+    if wanted is not None and tiles is not None:
+        wanted = np.where(np.asarray(tiles, dtype=bool), done, 0).astype(np.uint8)
     if not done_only:  # the coarser label levels: decoded only
         for k in range(1, store.n_levels):
             for _ in _blocks(store, str(k), report, None):
@@ -214,8 +222,11 @@ def _blocks(
         for x in range(0, w, side_x):
             box = Box(x, y, min(side_x, w - x), min(side_y, h - y))
             l0 = Box(box.x * scale, box.y * scale, box.w * scale, box.h * scale)
-            if done is not None and not any(done[t] for t in _tiles_under(l0, tile, grid)):
-                continue
+            if done is not None:
+                under = [t for t in _tiles_under(l0, tile, grid) if done[t]]
+                if not under:
+                    continue
+                box = _chunks_around(under, tile, (ch, cw), box)
             coords = [
                 (cy, cx)
                 for cy in range(y // ch, -(-box.y1 // ch))
@@ -247,6 +258,21 @@ def _blocks(
                 rel = cbox.relative_to(box)
                 out[rel.y : rel.y1, rel.x : rel.x1] = part
             yield box, out
+
+
+def _chunks_around(
+    tiles: Sequence[tuple[int, int]], tile: int, chunks: tuple[int, int], block: Box
+) -> Box:
+    """The part of ``block`` (level-0 pixels) covering the chunks under ``tiles``, chunk
+    aligned: a block is decoded only where it has tiles to check."""
+    ch, cw = chunks
+    y0 = min(ty for ty, _ in tiles) * tile // ch * ch
+    x0 = min(tx for _, tx in tiles) * tile // cw * cw
+    y1 = -(-(max(ty for ty, _ in tiles) + 1) * tile // ch) * ch
+    x1 = -(-(max(tx for _, tx in tiles) + 1) * tile // cw) * cw
+    return Box.from_bounds(
+        max(block.x, x0), max(block.y, y0), min(block.x1, x1), min(block.y1, y1)
+    )
 
 
 def _slide_size_problems(store: LabelStore) -> list[str]:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -129,8 +130,48 @@ def lazy_halvings(base: da.Array) -> list[da.Array]:
             *prev.chunks[2:],
         )
         level = da.map_blocks(downsample2, prev, chunks=out_chunks, dtype=prev.dtype)  # type: ignore[no-untyped-call]
-        levels.append(level)
+        levels.append(_memoized(level))
     return levels
+
+
+class MemoLevel:
+    """A lazily computed level that is computed whole on its first read, then kept.
+
+    The coarser levels of a small image are read over and over (tissue detection, the
+    slide fingerprint, every batch's context windows), and recomputing a 2x reduction
+    chain from the decoded base on each read costs more than the whole level does once.
+    The bytes are those of the lazy graph (computed by it, chunk by chunk), so a read
+    gives the same pixels either way. Holds at most the level (a few MB: only images of
+    at most :data:`~napari_sgnet.io.readers.tiff.SINGLE_LEVEL_MAX_SIDE` px get lazy levels).
+    """
+
+    def __init__(self, lazy: da.Array) -> None:
+        self.lazy = lazy
+        self.shape = tuple(int(n) for n in lazy.shape)
+        self.dtype = lazy.dtype
+        self.ndim = lazy.ndim
+        self._data: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def computed(self) -> bool:
+        """True once the level has been computed."""
+        return self._data is not None
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        with self._lock:
+            if self._data is None:
+                self._data = np.asarray(self.lazy.compute(scheduler="sync"))  # type: ignore[no-untyped-call]
+        return cast(np.ndarray, self._data[key])
+
+
+def _memoized(level: da.Array) -> da.Array:
+    """``level`` as a dask array over a :class:`MemoLevel` (same name, chunks and pixels)."""
+    memo = MemoLevel(level)
+    meta = np.empty((0,) * level.ndim, dtype=level.dtype)
+    return da.from_array(  # type: ignore[no-untyped-call,no-any-return]
+        memo, chunks=level.chunks, name=level.name, asarray=False, meta=meta
+    )
 
 
 @dataclass(frozen=True)
