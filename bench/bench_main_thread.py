@@ -95,10 +95,20 @@ class Heartbeat:
         return gap, culprit
 
 
+def _pump(app) -> None:
+    """One pass of the event loop, deferred deletes included (``processEvents`` alone
+    skips them, so widgets closed with ``deleteLater`` would linger, napari's activity
+    indicator among them, unlike in ``app.exec_()``)."""
+    from qtpy.QtCore import QEvent
+
+    app.processEvents()
+    app.sendPostedEvents(None, QEvent.DeferredDelete)
+
+
 def _wait(app, cond, timeout: float = 600.0, what: str = "") -> None:
     t0 = time.perf_counter()
     while not cond():
-        app.processEvents()
+        _pump(app)
         time.sleep(0.002)
         if time.perf_counter() - t0 > timeout:
             raise TimeoutError(f"timed out waiting for {what}")
@@ -107,7 +117,7 @@ def _wait(app, cond, timeout: float = 600.0, what: str = "") -> None:
 def _settle(app, seconds: float) -> None:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        app.processEvents()
+        _pump(app)
         time.sleep(0.005)
 
 

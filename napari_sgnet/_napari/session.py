@@ -120,7 +120,7 @@ def prediction_layer_data(
     """A read-only multiscale Labels layer showing a label store over its slide."""
     scale, translate = store_transform(store.base_downsample, slide_scale, slide_translate)
     data, kwargs, kind = labels_layer_data(
-        store.levels_as_dask(),
+        store.level_views(),  # one zarr read per refresh (not a dask task per chunk)
         palette or store.palette,
         scale=scale,
         name=PREDICTION_NAME,

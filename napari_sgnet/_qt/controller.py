@@ -341,6 +341,11 @@ class AppController(LayerDisplay, QObject):
         self._submit(box, "center", self.VIEW_BATCH)
         return True
 
+    @property
+    def whole_slide_run(self) -> bool:
+        """True when the latest run is of the whole slide (not of the view)."""
+        return not self._view_mode
+
     def run_whole_slide(self) -> bool:
         """Predict the whole slide (resumes where an earlier run stopped)."""
         if not self._ready():

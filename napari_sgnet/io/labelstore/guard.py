@@ -143,6 +143,16 @@ class GuardedArray:
         except CODEC_ERRORS as exc:
             raise self._locate(key, exc) from exc
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The whole array (``np.asarray(view)``), read like any other selection."""
+        out = self[tuple(slice(None) for _ in self.shape)]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return int(np.prod(self.shape, dtype=np.int64))
+
     def _locate(self, key: Any, exc: BaseException) -> StoreError:
         ranges = []
         keys = key if isinstance(key, tuple) else (key,)
