@@ -254,3 +254,43 @@ def test_the_synthetic_sample_is_lazy():
         assert all(isinstance(level, da.Array) for level in data)
     assert layers[0][0][0].shape[:2] == (16384, 16384)
     assert not rendered  # no pixel was generated
+
+
+def test_the_prediction_layer_is_made_ahead_and_filled_by_the_first_run(
+        make_napari_viewer, qtbot, tmp_path):
+    """Attaching a slide without a store makes its (empty) prediction layer then, so the
+    first run only swaps in the store's data; the user's selection is kept."""
+    from napari_sgnet._napari.session import META_KEY, PLACEHOLDER_KEY
+
+    viewer = make_napari_viewer(show=True)
+    layer, slide = _add_slide(viewer, "slide-a")
+    widget = _dock(viewer, tmp_path)
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.model is not None, timeout=TIMEOUT)
+    assert c.attach()
+    placeholder = c.layer("prediction", c.state.store_path, placeholder=True)
+    assert placeholder is not None and placeholder in viewer.layers
+    assert c.layer("prediction") is None  # no store yet: nothing is "the" prediction layer
+    assert placeholder.metadata[META_KEY][PLACEHOLDER_KEY] is True
+    assert viewer.layers.selection.active is layer
+    c.attach()  # attaching again makes no second one
+    assert sum(lay.metadata.get(META_KEY, {}).get("role") == "prediction"
+               for lay in viewer.layers) == 1
+    _fit(viewer, slide)
+    _run(qtbot, widget)
+    shown = c.layer("prediction")
+    assert shown is placeholder  # the same napari layer, now showing the store
+    meta = shown.metadata[META_KEY]
+    assert not meta.get(PLACEHOLDER_KEY) and meta["store"] == str(c.session.store.path)
+    assert shown.multiscale and len(shown.data) == c.session.store.n_levels
+    # it shows what the store holds, at the store's place over the slide
+    store_level0 = np.asarray(c.session.store.levels_as_dask()[0])
+    assert np.array_equal(np.asarray(shown.data[0][:, :]), store_level0)
+    assert (store_level0 > 0).any()
+    from napari_sgnet._napari.session import slide_transform
+    from napari_sgnet.app.review import store_transform
+
+    scale, translate = store_transform(c.session.store.base_downsample,
+                                       *slide_transform(layer))
+    assert tuple(shown.scale) == pytest.approx(scale)
+    assert tuple(shown.translate) == pytest.approx(translate)

@@ -35,6 +35,7 @@ __all__ = [
     "CONFIDENCE_NAME",
     "EDIT_NAME",
     "META_KEY",
+    "PLACEHOLDER_KEY",
     "PREDICTION_NAME",
     "camera_of",
     "confidence_colormap",
@@ -49,6 +50,7 @@ __all__ = [
 
 META_KEY = "napari_sgnet"
 PREDICTION_NAME = "SGNet labels"
+PLACEHOLDER_KEY = "placeholder"  # metadata flag of a prediction layer made before its store
 CONFIDENCE_NAME = "SGNet confidence"
 EDIT_NAME = "SGNet edit"
 

@@ -16,7 +16,12 @@ from typing import Any
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from napari_sgnet._napari.session import layer_role, pyramid_from_layer, slide_transform
+from napari_sgnet._napari.session import (
+    PLACEHOLDER_KEY,
+    layer_role,
+    pyramid_from_layer,
+    slide_transform,
+)
 from napari_sgnet._qt.display import LayerDisplay
 from napari_sgnet._qt.workers import (
     function_worker,
@@ -245,6 +250,8 @@ class AppController(LayerDisplay, QObject):
                 path = shown_path
         if path is not None and LabelStore.is_store(path):
             self.open_store(path, quiet=shown is not None and path != self.state.store_path)
+        elif path is not None:
+            self.ensure_placeholder(path)  # the layer the first run's tiles will fill
         return True
 
     def _unclaimed_prediction_layer(self) -> Any:
@@ -252,7 +259,8 @@ class AppController(LayerDisplay, QObject):
         claimed = {str(s.store.path) for s in self.state.sessions()}
         for candidate in self.viewer.layers:
             meta = (getattr(candidate, "metadata", {}) or {}).get("napari_sgnet") or {}
-            if meta.get("role") == "prediction" and meta.get("store") not in claimed:
+            if (meta.get("role") == "prediction" and meta.get("store") not in claimed
+                    and not meta.get(PLACEHOLDER_KEY)):
                 return candidate
         return None
 

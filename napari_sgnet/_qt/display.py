@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from napari.utils.notifications import show_warning
 
 from napari_sgnet._napari.session import (
     META_KEY,
+    PLACEHOLDER_KEY,
+    PREDICTION_NAME,
     confidence_layer_data,
     layer_role,
     prediction_layer_data,
@@ -41,18 +44,64 @@ class LayerDisplay:
     _last_shown: Any
 
     # ------------------------------------------------------------------ layers
-    def layer(self, role: str, store: str | Path | None = None) -> Any:
+    def layer(self, role: str, store: str | Path | None = None, *,
+              placeholder: bool = False) -> Any:
         """The layer with a napari-sgnet ``role`` showing ``store`` (default: the current
-        slide's store), or ``None``. Each slide of the viewer has its own layers."""
+        slide's store), or ``None``. Each slide of the viewer has its own layers.
+
+        ``placeholder``: the empty prediction layer made ahead of a slide's first run
+        (see :meth:`ensure_placeholder`) instead of a layer showing a store."""
         if store is None:
             store = self.session.store.path if self.session is not None else None
         if store is None:
             return None
         key = str(Path(store))
         for layer in self.viewer.layers:
-            if layer_role(layer) == role and layer.metadata[META_KEY].get("store") == key:
+            meta = layer.metadata.get(META_KEY) if layer_role(layer) == role else None
+            if (meta is not None and meta.get("store") == key
+                    and bool(meta.get(PLACEHOLDER_KEY)) == placeholder):
                 return layer
         return None
+
+    def ensure_placeholder(self, store: str | Path) -> None:
+        """Make the prediction layer of a slide with no store yet, empty.
+
+        napari takes 0.1-0.5 s of the main thread to create a Labels layer (its visual and
+        controls). Made when the slide is attached, that cost is not paid between "Run on
+        view" and the first tiles: the run's store replaces the layer's data (~0.04 s).
+        """
+        if self.slide_layer is None or self.layer("prediction", store) is not None:
+            return
+        if self.layer("prediction", store, placeholder=True) is not None:
+            return
+        scale, translate = slide_transform(self.slide_layer)
+        active = self.viewer.layers.selection.active
+        blank = [np.zeros((2, 2), np.uint8), np.zeros((1, 1), np.uint8)]
+        layer = self.viewer.add_labels(
+            blank, multiscale=True, name=PREDICTION_NAME, scale=scale, translate=translate,
+            opacity=self.opacity, colormap=DirectLabelColormap(color_dict=self.palette
+                                                               .napari_colors()),
+            metadata={META_KEY: {"role": "prediction", "store": str(Path(store)),
+                                 PLACEHOLDER_KEY: True}},
+            **({"units": tuple(self.slide_layer.units)[-2:]}
+               if self.slide_layer.units is not None else {}),
+        )
+        layer.features = class_features(self.palette)
+        if active is not None:  # adding a layer selects it: keep the user's selection
+            self.viewer.layers.selection.active = active
+
+    def _fill_placeholder(self, layer: Any) -> None:
+        """Show the session's store in the empty layer made by :meth:`ensure_placeholder`."""
+        scale, translate = slide_transform(self.slide_layer)
+        data, kw, _ = prediction_layer_data(
+            self.session.store, slide_scale=scale, slide_translate=translate,
+            palette=self.palette, opacity=self.opacity, units=self.slide_layer.units,
+        )
+        layer.metadata = {**layer.metadata, META_KEY: kw["metadata"][META_KEY]}
+        layer.data = data
+        layer.scale, layer.translate = kw["scale"], kw["translate"]
+        layer.colormap = DirectLabelColormap(color_dict=self.palette.napari_colors())
+        layer.opacity = self.opacity
 
     def ensure_layers(self) -> None:
         """Add the prediction layer (and the confidence layer when on) if missing."""
@@ -60,12 +109,16 @@ class LayerDisplay:
             return
         scale, translate = slide_transform(self.slide_layer)
         if self.layer("prediction") is None:
-            data, kw, _ = prediction_layer_data(
-                self.session.store, slide_scale=scale, slide_translate=translate,
-                palette=self.palette, opacity=self.opacity, units=self.slide_layer.units,
-            )
-            layer = self.viewer.add_labels(data, **kw)
-            layer.features = class_features(self.palette)  # class names in the status bar
+            layer = self.layer("prediction", placeholder=True)
+            if layer is not None:
+                self._fill_placeholder(layer)
+            else:
+                data, kw, _ = prediction_layer_data(
+                    self.session.store, slide_scale=scale, slide_translate=translate,
+                    palette=self.palette, opacity=self.opacity, units=self.slide_layer.units,
+                )
+                layer = self.viewer.add_labels(data, **kw)
+                layer.features = class_features(self.palette)  # class names in the status bar
             self._keep_on_top("edit")
             if self._last_shown is not None:  # tiles that landed while the store opened
                 self.shown.emit(self._last_shown)
