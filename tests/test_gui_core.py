@@ -258,18 +258,19 @@ def test_the_synthetic_sample_is_lazy():
 
 def test_the_prediction_layer_is_made_ahead_and_filled_by_the_first_run(
         make_napari_viewer, qtbot, tmp_path):
-    """Attaching a slide without a store makes its (empty) prediction layer then, so the
-    first run only swaps in the store's data; the user's selection is kept."""
+    """A slide without a store gets its (empty) prediction layer once the model is ready,
+    so the first run only swaps in the store's data; the user's selection is kept."""
     from napari_sgnet._napari.session import META_KEY, PLACEHOLDER_KEY
 
     viewer = make_napari_viewer(show=True)
     layer, slide = _add_slide(viewer, "slide-a")
     widget = _dock(viewer, tmp_path)
     c = widget.controller
-    qtbot.waitUntil(lambda: c.model is not None, timeout=TIMEOUT)
-    assert c.attach()
+    # made once the model is ready (not while it loads)
+    qtbot.waitUntil(lambda: c.layer("prediction", c.state.store_path, placeholder=True)
+                    is not None, timeout=TIMEOUT)
     placeholder = c.layer("prediction", c.state.store_path, placeholder=True)
-    assert placeholder is not None and placeholder in viewer.layers
+    assert placeholder in viewer.layers and c.model is not None
     assert c.layer("prediction") is None  # no store yet: nothing is "the" prediction layer
     assert placeholder.metadata[META_KEY][PLACEHOLDER_KEY] is True
     assert viewer.layers.selection.active is layer
@@ -294,3 +295,37 @@ def test_the_prediction_layer_is_made_ahead_and_filled_by_the_first_run(
                                        *slide_transform(layer))
     assert tuple(shown.scale) == pytest.approx(scale)
     assert tuple(shown.translate) == pytest.approx(translate)
+
+
+def test_opening_a_sample_preloads_the_dock_modules_off_the_main_thread():
+    """The store and review modules the dock needs are imported on a daemon thread once a
+    slide is opened (not torch, not Qt); a second open starts nothing."""
+    code = textwrap.dedent("""
+        import sys, threading
+        from napari_sgnet._napari import preload
+        from napari_sgnet._napari.samples import synthetic_sample
+        assert "zarr" not in sys.modules and "napari_sgnet._napari.session" not in sys.modules
+        imported_by = {}
+        import builtins
+        real_import = builtins.__import__
+        def spy(name, *a, **k):
+            if name.startswith(("zarr", "PyQt5", "qtpy")):
+                imported_by.setdefault(name, threading.current_thread().name)
+            return real_import(name, *a, **k)
+        builtins.__import__ = spy
+        synthetic_sample()
+        thread = [t for t in threading.enumerate() if t.name == "napari-sgnet-preload"]
+        assert thread and thread[0].daemon
+        thread[0].join(120)
+        builtins.__import__ = real_import
+        assert preload.preload_dock_modules() is None  # once per process
+        for name in preload.DOCK_MODULES:
+            assert name in sys.modules, name
+        assert imported_by.get("zarr") == "napari-sgnet-preload", imported_by
+        assert not any(n.startswith(("PyQt5", "qtpy")) for n in imported_by), imported_by
+        assert "torch" not in sys.modules
+        print("ok", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

@@ -54,9 +54,11 @@ def read_slide(path: str | list[str]) -> list[LayerData]:
     napari_sgnet.errors.SlideError
         With a message naming the file and the problem; napari shows it as a notification.
     """
+    from napari_sgnet._napari.preload import preload_dock_modules
     from napari_sgnet.io import open_pyramid
     from napari_sgnet.io.readers import probe
 
+    preload_dock_modules()
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
     for p in paths:

@@ -41,8 +41,10 @@ def synthetic_cache_path(size: int, seed: int) -> Path:
 
 def cmu_sample() -> list[LayerData]:
     """The real CMU-1 small-region Aperio SVS (CC0), opened lazily."""
+    from napari_sgnet._napari.preload import preload_dock_modules
     from napari_sgnet.io import open_pyramid
 
+    preload_dock_modules()
     pyramid = open_pyramid(sample_data_dir() / SAMPLE_SVS)
     return [image_layer_data(pyramid, name="CMU-1-Small-Region")]
 
@@ -56,9 +58,11 @@ def synthetic_sample(
     (``sample_data/``, see :mod:`napari_sgnet.synthetic.cache`) when it matches the
     generator; every other pixel renders on demand.
     """
+    from napari_sgnet._napari.preload import preload_dock_modules
     from napari_sgnet.synthetic import sample_slide
     from napari_sgnet.synthetic.cache import with_coarse_cache
 
+    preload_dock_modules()
     slide = with_coarse_cache(sample_slide(size=size, seed=seed), synthetic_cache_path(size, seed))
     image = image_layer_data(slide.image, name=f"synthetic-gleason-{seed}")
     truth = labels_layer_data(

@@ -79,6 +79,7 @@ class AppController(LayerDisplay, QObject):
         self.show_confidence = False
         self.slide_layer: Any = None
         self._view_mode = False
+        self._model_warm = False  # a model has been loaded once (placeholders from then on)
         self._workers: dict[int, Any] = {}  # ticket seq -> its worker, while it runs
         self._opening: dict[Path, Any] = {}  # store path -> the worker opening it
         self._last_shown: Any = None
@@ -163,8 +164,17 @@ class AppController(LayerDisplay, QObject):
         start_worker(worker)
 
     def _on_warm(self, device: str) -> None:
-        if not self.running and not self._closed:  # a run reports its own progress
+        if self._closed:
+            return
+        if not self.running:  # a run reports its own progress
             self.say(f"Model ready on {device}.")
+        # The empty prediction layer of a slide not yet predicted, made now rather than
+        # while the model loads (napari's layer creation and the load share the cores).
+        self._model_warm = True
+        path = self.state.store_path
+        if self.session is None and self.slide_layer is not None and path is not None \
+                and not LabelStore.is_store(path):
+            self.ensure_placeholder(path)
 
     # ------------------------------------------------------------------ slide / store
     @staticmethod
@@ -250,7 +260,7 @@ class AppController(LayerDisplay, QObject):
                 path = shown_path
         if path is not None and LabelStore.is_store(path):
             self.open_store(path, quiet=shown is not None and path != self.state.store_path)
-        elif path is not None:
+        elif path is not None and self._model_warm:
             self.ensure_placeholder(path)  # the layer the first run's tiles will fill
         return True
 

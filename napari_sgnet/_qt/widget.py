@@ -121,6 +121,7 @@ class SGNetWidget(QWidget):
         self._guarded = 0  # id() of the window with the close guard (no strong reference)
         self._shut = False
         self._model_request = 0  # the latest model choice described on a worker
+        self._provenance_key: tuple[str, str | None] | None = None  # (store, model) shown
         self._close_guard = _CloseGuard(self)
         self._shortcuts: list[Any] = []
         self.activity = ActivityProgress("SGNet: predicting")
@@ -315,7 +316,8 @@ class SGNetWidget(QWidget):
         self.review.brush_changed.connect(self.brush_label.setText)
         c.progress.connect(self._show_activity)  # whole-slide runs: napari's activity panel too
         c.busy.connect(self._on_busy)
-        for signal in (c.shown, self.review.committed, self.review.undone):
+        c.shown.connect(self._provenance_on_shown)
+        for signal in (self.review.committed, self.review.undone):
             signal.connect(self._show_provenance)
         self.state.events.session.connect(self._show_provenance)
 
@@ -354,6 +356,16 @@ class SGNetWidget(QWidget):
         self.undo_btn.setEnabled(not editing)
         if not editing:
             self.brush_label.setText("")
+
+    def _provenance_on_shown(self, ev: Any) -> None:
+        # reading the store's records takes 3-150 ms of the main thread (more while a run
+        # writes): once when a run's tiles first show (its model is the store's now) and
+        # when it ends, not on every refresh
+        model = self.controller.model
+        key = (str(getattr(ev, "store", "")), model.info.model_id if model is not None else None)
+        if key != self._provenance_key or getattr(ev, "finished", True):
+            self._provenance_key = key
+            self._show_provenance()
 
     def _show_provenance(self, *_: Any) -> None:
         """Which model made the labels on screen, with the research-use notice (dock + canvas)."""
