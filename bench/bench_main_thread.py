@@ -84,6 +84,10 @@ class Heartbeat:
             where = ours or f"(napari/Qt) {top}"
             self.samples.append((now, where))
 
+    def over_budget(self, t0: float, t1: float) -> int:
+        """How many gaps ending in ``[t0, t1]`` exceeded the budget."""
+        return sum(1 for end, gap in self.gaps if t0 < end <= t1 + 0.5 and gap > BUDGET_S)
+
     def worst(self, t0: float, t1: float) -> tuple[float, str]:
         """The largest gap ending in ``[t0, t1]`` and where the main thread mostly was."""
         gaps = [(end, gap) for end, gap in self.gaps if t0 < end <= t1 + 0.5]
@@ -132,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-open", action="store_true",
                         help="no napari warm-up layers before the sample (its first-layer "
                              "costs land in 'open sample')")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the whole workflow this many times, each in a fresh "
+                             "process, and report the median and range of every figure")
     args = parser.parse_args(argv)
+    if args.repeats > 1:
+        return _repeat(args, list(sys.argv[1:] if argv is None else argv))
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         print('needs a display: xvfb-run -a -s "-screen 0 2560x1440x24" python '
               "bench/bench_main_thread.py", file=sys.stderr)
@@ -151,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         t1 = time.perf_counter()
         gap, where = beat.worst(t0, t1)
         phases.append({"phase": name, "wall_s": t1 - t0, "worst_stall_ms": gap * 1000,
+                       "stalls_over_budget": beat.over_budget(t0, t1),
                        "over_budget_in": where if gap > BUDGET_S else "", **extra})
         print(f"{name:<22} {t1 - t0:7.2f} s   worst stall {gap * 1000:6.0f} ms  {where}",
               file=sys.stderr)
@@ -317,6 +327,68 @@ def main(argv: list[str] | None = None) -> int:
           f"{marks['view_px'][0]} x {marks['view_px'][1]} slide px, {marks['tiles']} tiles: "
           f"first tile {marks['first_tile_s']:.2f} s, whole view {marks['view_s']:.2f} s")
     viewer.close()
+    return 0
+
+
+def _repeat(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the bench ``args.repeats`` times in fresh processes; median [min-max] of each."""
+    import statistics
+    import subprocess
+
+    rest, skip = [], False
+    for a in argv:  # the same options, less --repeats / --json-out
+        if skip:
+            skip = False
+            continue
+        if a in ("--repeats", "--json-out"):
+            skip = True
+            continue
+        if not a.startswith(("--repeats=", "--json-out=")):
+            rest.append(a)
+    runs = []
+    for i in range(args.repeats):
+        out = Path(tempfile.mkdtemp(prefix="sgnet-bench-mt-")) / "run.json"
+        done = subprocess.run([sys.executable, __file__, *rest, "--json-out", str(out)],
+                              stdout=subprocess.DEVNULL)
+        if done.returncode != 0 or not out.exists():
+            print(f"run {i + 1} failed (exit {done.returncode})", file=sys.stderr)
+            return 1
+        runs.append(json.loads(out.read_text()))
+        print(f"run {i + 1}/{args.repeats} done", file=sys.stderr)
+
+    def spread(values: list[float], fmt: str) -> str:
+        return (f"{fmt.format(statistics.median(values))} "
+                f"[{fmt.format(min(values))}-{fmt.format(max(values))}]")
+
+    names = [p["phase"] for p in runs[0]["phases"]]
+    rows = []
+    for k, name in enumerate(names):
+        ph = [r["phases"][k] for r in runs]
+        where = [p["over_budget_in"] for p in ph if p["over_budget_in"]]
+        rows.append({
+            "phase": name,
+            "wall_s": spread([p["wall_s"] for p in ph], "{:.2f}"),
+            "worst_stall_ms": spread([p["worst_stall_ms"] for p in ph], "{:.0f}"),
+            "stalls_over_budget": spread([float(p.get("stalls_over_budget", 0)) for p in ph],
+                                         "{:.0f}"),
+            "over_budget_in": max(set(where), key=where.count) if where else "",
+        })
+    lat = {key: spread([r["latency"][key] for r in runs], "{:.2f}")
+           for key in ("first_tile_s", "view_s", "pan_s")}
+    report = {"repeats": args.repeats, "machine": runs[0]["machine"],
+              "load_average_1min": [r["load_average_1min"] for r in runs],
+              "latency": lat, "phases": rows, "runs": runs}
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    print(f"\n{args.repeats} runs, median [min-max]; load {report['load_average_1min']}")
+    print("| phase | wall (s) | worst stall (ms) | stalls > 100 ms | mostly in |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['phase']} | {r['wall_s']} | {r['worst_stall_ms']} | "
+              f"{r['stalls_over_budget']} | {r['over_budget_in']} |")
+    print(f"\nfirst tile {lat['first_tile_s']} s, whole view {lat['view_s']} s, "
+          f"pan {lat['pan_s']} s")
     return 0
 
 

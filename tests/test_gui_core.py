@@ -329,3 +329,41 @@ def test_opening_a_sample_preloads_the_dock_modules_off_the_main_thread():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def test_whole_slide_runs_use_the_activity_panel_and_view_runs_the_dock_bar(
+        make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """A view run reports in the dock's bar only (napari's animated activity indicator
+    costs a core under software GL); a whole-slide run also opens napari's activity bar.
+    Both bars end on the run's final count, and the activity bar closes."""
+    from napari_sgnet._qt.review_controls import ActivityProgress
+
+    opened = []
+    update = ActivityProgress.update
+
+    def spy(self, done, total):
+        update(self, done, total)
+        opened.append((self.description, done, total))
+
+    monkeypatch.setattr(ActivityProgress, "update", spy)
+    viewer = make_napari_viewer(show=True)
+    _layer, slide = _add_slide(viewer, "slide-a")
+    widget = _dock(viewer, tmp_path)
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.model is not None, timeout=TIMEOUT)
+    _fit(viewer, slide)
+    _run(qtbot, widget)
+    ev = c.last_event
+    assert opened == [] and ev.tiles_predicted > 0
+    assert widget.progress_bar.value() == ev.tiles_done == widget.progress_bar.maximum()
+
+    _layer_b, slide_b = _add_slide(viewer, "slide-b", seed_shift=1)  # a fresh store
+    assert c.slide_layer is _layer_b
+    with qtbot.waitSignal(c.busy, check_params_cb=lambda b: b is False, timeout=TIMEOUT):
+        widget.run_slide_btn.click()
+    ev = c.last_event
+    assert ev.stage == "completed" and ev.tiles_predicted > 0
+    assert opened and {d for d, _, _ in opened} == {"SGNet: predicting"}
+    qtbot.wait(400)  # past the throttle's interval: nothing reopens the bar
+    assert widget.activity.bar is None  # closed when the run ended
+    assert widget.progress_bar.value() == ev.tiles_done == widget.progress_bar.maximum()

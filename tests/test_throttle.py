@@ -47,3 +47,30 @@ def test_flush_applies_now_and_cancel_drops(qtbot):
     throttle.cancel()
     qtbot.wait(50)
     assert calls == [1, 2, 3]
+
+
+def test_an_activity_bar_closed_while_napari_opens_it_does_not_stay_open(qtbot, monkeypatch):
+    """napari processes events while adding a bar to its activity panel; if the work ends
+    then (``close`` re-entered), the bar must not be left open for good."""
+    import napari.utils
+
+    from napari_sgnet._qt.review_controls import ActivityProgress
+
+    activity = ActivityProgress("SGNet: test")
+    made = []
+    real = napari.utils.progress
+
+    def reentrant(*args, **kwargs):
+        activity.close()  # what a queued "work ended" does inside napari's processEvents
+        bar = real(*args, **kwargs)
+        made.append(bar)
+        return bar
+
+    monkeypatch.setattr(napari.utils, "progress", reentrant)
+    activity.update(1, 10)
+    assert activity.bar is None and made and made[0].n == 0
+    monkeypatch.setattr(napari.utils, "progress", real)
+    activity.update(2, 10)  # a later piece of work opens its own bar as usual
+    assert activity.bar is not None and activity.bar.n == 2
+    activity.close()
+    assert activity.bar is None

@@ -213,6 +213,7 @@ class ActivityProgress:
     def __init__(self, description: str) -> None:
         self.description = description
         self.bar: Any = None
+        self._closes = 0  # close() calls, to notice one made while a bar is being opened
 
     def update(self, done: int, total: int) -> None:
         """Show ``done`` of ``total`` (opens the bar on first use)."""
@@ -220,7 +221,14 @@ class ActivityProgress:
 
         bar = self.bar
         if bar is None:
-            bar = self.bar = progress(total=max(int(total), 1), desc=self.description)
+            closes = self._closes
+            # napari processes events while it adds the bar to its panel: the work may
+            # end (``close``) before ``progress`` returns; then the new bar goes at once
+            bar = progress(total=max(int(total), 1), desc=self.description)
+            if self._closes != closes:
+                bar.close()
+                return
+            self.bar = bar
         # ``bar`` stays valid here even if ``close`` runs meanwhile (napari may process
         # events while it draws the bar).
         if bar.desc != self.description:
@@ -232,6 +240,7 @@ class ActivityProgress:
 
     def close(self) -> None:
         """Close the bar (the work ended)."""
+        self._closes += 1
         if self.bar is not None:
             self.bar.close()
             self.bar = None
