@@ -357,7 +357,7 @@ def test_whole_slide_runs_use_the_activity_panel_and_view_runs_the_dock_bar(
     assert opened == [] and ev.tiles_predicted > 0
     assert widget.progress_bar.value() == ev.tiles_done == widget.progress_bar.maximum()
 
-    _layer_b, slide_b = _add_slide(viewer, "slide-b", seed_shift=1)  # a fresh store
+    _layer_b, _slide_b = _add_slide(viewer, "slide-b", seed_shift=1)  # a fresh store
     assert c.slide_layer is _layer_b
     with qtbot.waitSignal(c.busy, check_params_cb=lambda b: b is False, timeout=TIMEOUT):
         widget.run_slide_btn.click()
