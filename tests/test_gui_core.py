@@ -367,3 +367,34 @@ def test_whole_slide_runs_use_the_activity_panel_and_view_runs_the_dock_bar(
     qtbot.wait(400)  # past the throttle's interval: nothing reopens the bar
     assert widget.activity.bar is None  # closed when the run ended
     assert widget.progress_bar.value() == ev.tiles_done == widget.progress_bar.maximum()
+
+
+def test_a_window_closed_before_its_dock_was_shown_closes_cleanly(make_napari_viewer, qtbot,
+                                                                  tmp_path):
+    """A dock docked and closed with its window in the same event-loop turn never gets a
+    show or close event; its slots must not outlive it (they used to hit deleted labels
+    when the slide's removal was handled)."""
+    import gc
+
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    _layer, slide = _add_slide(viewer, "slide-a")
+    from napari_sgnet._qt.widget import SGNetWidget
+
+    widget = SGNetWidget(viewer, model=PixelRulePredictor(64, mpp=1.0),
+                         store_dir=tmp_path / "stores")
+    c = widget.controller
+    qtbot.waitUntil(lambda: c.model is not None, timeout=TIMEOUT)
+    _fit(viewer, slide)
+    _run(qtbot, widget)
+    viewer.window.add_dock_widget(widget)
+    viewer.close()
+    for _ in range(10):
+        QApplication.processEvents()
+        QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    gc.collect()
+    qtbot.wait(100)
+    assert c._closed  # the controller stopped (timers, runs) with the dock
+    c.state.set_slide(None)  # state events reach no deleted widget

@@ -8,6 +8,8 @@ It never looks for other widgets: the fine-tune dock reaches it only through the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,17 @@ def _button(text: str, tip: str, slot: Any, shortcut: str | None = None) -> QPus
     button.setToolTip(f"{tip} ({SHORTCUTS[shortcut]})" if shortcut else tip)
     button.clicked.connect(lambda *_: slot())
     return button
+
+
+def _forget_dock(controller: Any, slots: list[tuple[Any, Any]], *_: Any) -> None:
+    """What :meth:`SGNetWidget.shutdown` must not leave behind, for a deleted dock."""
+    for signal, slot in slots:
+        with contextlib.suppress(Exception):  # already disconnected by shutdown()
+            signal.disconnect(slot)
+    try:
+        controller.shutdown()
+    except RuntimeError as exc:  # Qt deleted part of it already
+        log.debug("closing: %s", exc)
 
 
 class _CloseGuard(QObject):
@@ -143,6 +156,11 @@ class SGNetWidget(QWidget):
         layout.addWidget(self._export_box())
         layout.addStretch(1)
         self._connect()
+        # Deleted without a close event (a window closed before the dock was ever shown):
+        # stop listening to the state and stop the controller all the same.
+        self.destroyed.connect(functools.partial(
+            _forget_dock, self.controller,
+            [*self._state_slots(), (self.state.events.session, self._show_provenance)]))
         self.controller.attach()
         self._show_slide()
         self._select_model(model)
